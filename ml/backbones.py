@@ -1,0 +1,116 @@
+"""Registry of Keras Applications backbones, each with its own input size and preprocessing.
+
+Preprocessing is a Keras layer placed inside every model this package builds, so a feature
+extractor, a trained artifact and a prediction all take raw RGB pixels in 0..255, and this
+module is the one place that knows how each backbone wants them scaled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import keras
+
+IMAGENET = "imagenet"
+
+
+@keras.saving.register_keras_serializable(package="ml")
+class CaffePreprocess(keras.layers.Layer):
+    """`preprocess_input` in "caffe" mode (ResNet50, VGG16): RGB to BGR, minus ImageNet means."""
+
+    MEAN_BGR = (103.939, 116.779, 123.68)
+
+    def call(self, inputs):
+        bgr = keras.ops.flip(inputs, axis=-1)
+        return bgr - keras.ops.convert_to_tensor(self.MEAN_BGR, dtype=inputs.dtype)
+
+
+def _scale_to_unit_range() -> keras.layers.Layer:
+    # "tf" mode of preprocess_input: x / 127.5 - 1, i.e. [-1, 1].
+    return keras.layers.Rescaling(scale=1.0 / 127.5, offset=-1.0, name="preprocess_tf")
+
+
+def _identity() -> keras.layers.Layer:
+    # EfficientNetV2 rescales inside its own graph (include_preprocessing=True).
+    return keras.layers.Identity(name="preprocess_none")
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str
+    constructor: Callable[..., keras.Model]
+    input_size: int
+    preprocessing: str  # "tf", "caffe" or "none": the mode of this backbone's preprocess_input
+    # Layer from which fine-tuning unfreezes the top of the backbone.
+    fine_tune_from: str | None = None
+    constructor_kwargs: dict = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.input_size, self.input_size, 3)
+
+    def preprocessing_layer(self) -> keras.layers.Layer:
+        return {
+            "tf": _scale_to_unit_range,
+            "caffe": lambda: CaffePreprocess(name="preprocess_caffe"),
+            "none": _identity,
+        }[self.preprocessing]()
+
+    def build(self, weights: str | Path | None = IMAGENET) -> keras.Model:
+        """The convolutional base, globally average-pooled, expecting preprocessed input.
+
+        weights: "imagenet" (Keras downloads and caches the official file), None (random), or
+        the path of a local `.weights.h5` file holding this backbone without its top.
+        """
+        if weights not in (None, IMAGENET):
+            weights = str(weights)
+            if not Path(weights).is_file():
+                raise FileNotFoundError(f"weights file not found: {weights}")
+        return self.constructor(
+            include_top=False,
+            weights=weights,
+            input_shape=self.input_shape,
+            pooling="avg",
+            **self.constructor_kwargs,
+        )
+
+    def build_feature_extractor(self, weights: str | Path | None = IMAGENET) -> keras.Model:
+        """Raw RGB pixels (0..255) in, pooled features out; BatchNormalization in inference mode."""
+        base = self.build(weights)
+        base.trainable = False
+        inputs = keras.Input(shape=self.input_shape, name="pixels")
+        features = base(self.preprocessing_layer()(inputs), training=False)
+        return keras.Model(inputs, features, name=f"{self.name}_features")
+
+
+BACKBONES: dict[str, Backbone] = {
+    b.name: b
+    for b in [
+        Backbone("mobilenet_v2", keras.applications.MobileNetV2, 224, "tf", "block_13_expand"),
+        Backbone("mobilenet", keras.applications.MobileNet, 224, "tf", "conv_dw_12"),
+        # The small MobileNet (alpha 0.5, 160 px): fast, and its weights ship in ../shared/weights.
+        Backbone(
+            "mobilenet_0.50_160",
+            keras.applications.MobileNet,
+            160,
+            "tf",
+            "conv_dw_12",
+            {"alpha": 0.5},
+        ),
+        Backbone("efficientnet_v2_b0", keras.applications.EfficientNetV2B0, 224, "none", "block6a_expand_conv"),
+        Backbone("resnet50", keras.applications.ResNet50, 224, "caffe", "conv5_block1_1_conv"),
+        Backbone("vgg16", keras.applications.VGG16, 224, "caffe", "block5_conv1"),
+        Backbone("inception_v3", keras.applications.InceptionV3, 299, "tf", "mixed9"),
+        Backbone("xception", keras.applications.Xception, 299, "tf", "block13_sepconv1"),
+    ]
+}
+
+
+def get_backbone(name: str) -> Backbone:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        known = ", ".join(sorted(BACKBONES))
+        raise ValueError(f"unknown backbone {name!r}; known: {known}") from None
