@@ -115,6 +115,9 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web server and worker write the same file: wait for the lock rather than fail.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    # Tests use a file, not memory, so a Celery worker subprocess can open the same test database.
+    DATABASES["default"]["TEST"] = {"NAME": env_str("DJANGO_TEST_SQLITE", str(VAR_DIR / "test-db.sqlite3"))}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -144,16 +147,32 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # S3-compatible bucket and are shown through short-lived signed URLs.
 MEDIA_ROOT = Path(env_str("DJANGO_MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"
-AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME")
+# The Bucketeer add-on's variable names work too (BUCKETEER_BUCKET_NAME, ...).
+AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME") or env_str("BUCKETEER_BUCKET_NAME")
 if AWS_STORAGE_BUCKET_NAME:
+    AWS_S3_ACCESS_KEY_ID = env_str("AWS_ACCESS_KEY_ID") or env_str("BUCKETEER_AWS_ACCESS_KEY_ID") or None
+    AWS_S3_SECRET_ACCESS_KEY = env_str("AWS_SECRET_ACCESS_KEY") or env_str("BUCKETEER_AWS_SECRET_ACCESS_KEY") or None
     AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL") or None
-    AWS_S3_REGION_NAME = env_str("AWS_S3_REGION_NAME") or None
+    AWS_S3_REGION_NAME = env_str("AWS_S3_REGION_NAME") or env_str("BUCKETEER_AWS_REGION") or None
+    AWS_S3_SIGNATURE_VERSION = "s3v4"
+    AWS_S3_ADDRESSING_STYLE = env_str("AWS_S3_ADDRESSING_STYLE") or None  # "path" for some S3-compatibles
+    # Private objects: no ACL is sent, so the bucket's own (private) policy applies, and every
+    # URL handed to a browser is signed and expires after AWS_QUERYSTRING_EXPIRE seconds.
     AWS_DEFAULT_ACL = None
     AWS_QUERYSTRING_AUTH = True
     AWS_QUERYSTRING_EXPIRE = env_int("AWS_QUERYSTRING_EXPIRE", 300)
     AWS_S3_FILE_OVERWRITE = False
+    AWS_LOCATION = env_str("AWS_LOCATION", "")  # key prefix, to share one bucket between apps
+    AWS_S3_OBJECT_PARAMETERS = {"CacheControl": "private, max-age=300"}
     DEFAULT_FILE_STORAGE_BACKEND = "storages.backends.s3.S3Storage"
 else:
+    if PRODUCTION and not env_bool("DJANGO_ALLOW_LOCAL_MEDIA"):
+        # A dyno's filesystem is wiped on every restart: uploads there would silently vanish.
+        raise ImproperlyConfigured(
+            "Set AWS_STORAGE_BUCKET_NAME (and AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) in production: "
+            "uploaded photos must live in object storage. DJANGO_ALLOW_LOCAL_MEDIA=true overrides this "
+            "on a host with a persistent disk."
+        )
     DEFAULT_FILE_STORAGE_BACKEND = "django.core.files.storage.FileSystemStorage"
 STORAGES = {
     "default": {"BACKEND": DEFAULT_FILE_STORAGE_BACKEND},
@@ -177,6 +196,11 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 
 # Machine learning: shipped model artifacts and where backbone weights may be found.
 ML_ARTIFACTS_DIR = Path(env_str("ML_ARTIFACTS_DIR", str(BASE_DIR / "artifacts")))
+# Models trained after deploy live in the default storage under this prefix (the bucket in
+# production) and are copied once into this local cache before loading: see
+# butterflysite/artifact_store.py and docs/deploy.md.
+ML_ARTIFACTS_STORAGE_PREFIX = env_str("ML_ARTIFACTS_STORAGE_PREFIX", "artifacts")
+ML_ARTIFACTS_CACHE_DIR = Path(env_str("ML_ARTIFACTS_CACHE_DIR", str(VAR_DIR / "artifact-cache")))
 # A prediction whose best probability is under this is shown as "not sure / maybe not a butterfly".
 ML_LOW_CONFIDENCE = float(env_str("ML_LOW_CONFIDENCE", "0.5"))
 
@@ -195,6 +219,18 @@ if CELERY_BROKER_URL == "filesystem://":
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+# Heroku Key-Value Store hands out rediss:// URLs whose certificates are self-signed: encrypt,
+# but do not verify the chain unless REDIS_SSL_CERT_REQS=required.
+REDIS_SSL_CERT_REQS = env_str("REDIS_SSL_CERT_REQS", "none").lower()
+if REDIS_SSL_CERT_REQS not in {"none", "optional", "required"}:
+    raise ImproperlyConfigured("REDIS_SSL_CERT_REQS must be none, optional or required.")
+if CELERY_BROKER_URL.startswith("rediss://"):
+    import ssl
+
+    CELERY_BROKER_USE_SSL = {"ssl_cert_reqs": getattr(ssl, f"CERT_{REDIS_SSL_CERT_REQS.upper()}")}
+# Dyno restarts send SIGTERM; the Procfile remaps it (REMAP_SIGTERM=SIGQUIT) to a soft shutdown:
+# running tasks get this many seconds to finish (Heroku kills at 30), the rest are re-queued.
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = float(env_str("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", "15"))
 # Results live in the database (Prediction rows), not in a Celery result backend.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
@@ -206,11 +242,17 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 1)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Worker pool children load TensorFlow and every active model before saying they are up.
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = env_int("CELERY_WORKER_PROC_ALIVE_TIMEOUT", 180)
+# The queue classification tasks go to (tests give their worker a queue of its own).
+CLASSIFIER_TASK_QUEUE = env_str("CLASSIFIER_TASK_QUEUE", "celery")
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 
 # Cache: Redis in production (shared by all processes, needed for rate limits), else files.
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    if REDIS_URL.startswith("rediss://"):
+        CACHES["default"]["OPTIONS"] = {"ssl_cert_reqs": REDIS_SSL_CERT_REQS}
 else:
     CACHES = {
         "default": {
@@ -228,6 +270,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "classifier.api.api_exception_handler",
 }
 
 # Security: strict in production, where Heroku's router terminates TLS.

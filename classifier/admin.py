@@ -1,0 +1,279 @@
+"""Staff review: photos with per-model predictions, review filters, label corrections."""
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+
+from classifier import selectors, services
+from classifier.files import photo_file_response
+from classifier.forms import LabelCorrectionForm
+from classifier.models import LabelCorrection, ModelVersion, Photo, Prediction
+
+
+class DisagreeFilter(admin.SimpleListFilter):
+    title = "models disagree"
+    parameter_name = "disagree"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Models disagree")]
+
+    def queryset(self, request, queryset):
+        return selectors.photo_filter_disagreeing(queryset) if self.value() == "yes" else queryset
+
+
+class LowConfidenceFilter(admin.SimpleListFilter):
+    title = "low confidence"
+    parameter_name = "low_confidence"
+
+    def lookups(self, request, model_admin):
+        return [("yes", f"Low confidence (< {settings.ML_LOW_CONFIDENCE:.2f} or unknown)")]
+
+    def queryset(self, request, queryset):
+        return selectors.photo_filter_low_confidence(queryset) if self.value() == "yes" else queryset
+
+
+class CorrectedFilter(admin.SimpleListFilter):
+    title = "correction"
+    parameter_name = "corrected"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Corrected"), ("no", "Not yet corrected")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return selectors.photo_filter_corrected(queryset, self.value() == "yes")
+        return queryset
+
+
+class SpeciesFilter(admin.SimpleListFilter):
+    title = "species"
+    parameter_name = "species"
+
+    def lookups(self, request, model_admin):
+        return [(label, label) for label in selectors.label_choices()]
+
+    def queryset(self, request, queryset):
+        return selectors.photo_filter_species(queryset, self.value()) if self.value() else queryset
+
+
+class ModelVersionFilter(admin.SimpleListFilter):
+    title = "model version"
+    parameter_name = "model_version"
+
+    def lookups(self, request, model_admin):
+        return [(str(v.pk), str(v)) for v in ModelVersion.objects.all()]
+
+    def queryset(self, request, queryset):
+        if self.value() and self.value().isdigit():
+            return selectors.photo_filter_model_version(queryset, int(self.value()))
+        return queryset
+
+
+class PredictionInline(admin.TabularInline):
+    model = Prediction
+    extra = 0
+    can_delete = False
+    fields = ["model_version", "top_k", "unknown", "latency_ms", "created_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="top-5")
+    def top_k(self, prediction):
+        return format_html(
+            "<ol style='margin:0;padding-left:1.2em'>{}</ol>",
+            format_html_join("", "<li>{} — {}%</li>", ((t["label"], f"{100 * t['probability']:.1f}") for t in prediction.top)),
+        )
+
+
+class LabelCorrectionInline(admin.TabularInline):
+    model = LabelCorrection
+    extra = 0
+    can_delete = False
+    fields = ["created_at", "corrected_by", "old_label", "new_label"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Photo)
+class PhotoAdmin(admin.ModelAdmin):
+    list_display = ["thumb", "id", "owner", "created_at", "status", "predicted", "agreement", "unsure_flag", "label"]
+    list_display_links = ["thumb", "id"]
+    list_filter = [DisagreeFilter, LowConfidenceFilter, CorrectedFilter, SpeciesFilter, ModelVersionFilter, "status"]
+    search_fields = ["owner__username", "sha256", "label"]
+    list_select_related = ["owner"]
+    actions = ["correct_label_action"]
+    inlines = [PredictionInline, LabelCorrectionInline]
+    readonly_fields = [
+        "preview", "owner", "status", "failure_reason", "label", "sha256", "size_bytes", "width", "height",
+        "image_format", "created_at", "queued_at", "classified_at", "correct_link",
+    ]
+    fields = readonly_fields
+    change_form_template = "admin/classifier/photo/change_form.html"
+
+    def get_queryset(self, request):
+        return selectors.photo_annotate(super().get_queryset(request))
+
+    def has_add_permission(self, request):
+        return False  # photos come from uploads, through services.photos_create
+
+    def get_urls(self):
+        urls = [
+            path("<int:photo_id>/image/<str:kind>/", self.admin_site.admin_view(self.image_view), name="classifier_photo_image"),
+            path("<int:photo_id>/correct/", self.admin_site.admin_view(self.correct_view), name="classifier_photo_correct"),
+        ]
+        return urls + super().get_urls()
+
+    # Images: staff see any photo (the owner check of the public views does not apply here).
+    def image_view(self, request, photo_id, kind):
+        photo = selectors.photo_get_for_staff(photo_id)
+        if not self.has_view_permission(request, photo):
+            from django.core.exceptions import PermissionDenied
+
+            raise PermissionDenied
+        return photo_file_response(photo, kind)
+
+    def _image_url(self, photo, kind):
+        return reverse("admin:classifier_photo_image", args=[photo.pk, kind])
+
+    @admin.display(description="photo")
+    def thumb(self, photo):
+        return format_html('<img src="{}" alt="" style="height:56px;width:56px;object-fit:cover;border-radius:4px">', self._image_url(photo, "thumbnail"))
+
+    @admin.display(description="preview")
+    def preview(self, photo):
+        return format_html('<a href="{}"><img src="{}" alt="" style="max-height:320px;max-width:100%"></a>', self._image_url(photo, "original"), self._image_url(photo, "display"))
+
+    @admin.display(description="predicted (default model)")
+    def predicted(self, photo):
+        return getattr(photo, "predicted_label", None) or "—"
+
+    @admin.display(description="agreement")
+    def agreement(self, photo):
+        n = getattr(photo, "n_labels", 0)
+        return "disagree" if n > 1 else ("agree" if n == 1 else "—")
+
+    @admin.display(description="unsure", boolean=True)
+    def unsure_flag(self, photo):
+        return getattr(photo, "unsure", None)
+
+    @admin.display(description="correct the label")
+    def correct_link(self, photo):
+        return format_html('<a class="button" id="correct-label-link" href="{}">Correct label…</a>', reverse("admin:classifier_photo_correct", args=[photo.pk]))
+
+    def _correction_page(self, request, photos, form, action=None):
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Correct label",
+            "photos": photos,
+            "form": form,
+            "action": action,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/classifier/photo/correct_label.html", context)
+
+    def correct_view(self, request, photo_id):
+        """Single correction: a form choosing the species from the active models' classes."""
+        photo = selectors.photo_get_for_staff(photo_id)
+        if not self.has_change_permission(request, photo):
+            from django.core.exceptions import PermissionDenied
+
+            raise PermissionDenied
+        form = LabelCorrectionForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                correction = services.label_correct(photo=photo, new_label=form.cleaned_data["new_label"], corrected_by=request.user)
+            except ValidationError as error:
+                form.add_error("new_label", error)
+            else:
+                if correction is None:
+                    self.message_user(request, "The label was already that; nothing changed.", messages.INFO)
+                else:
+                    self.message_user(request, f"Label set to “{correction.new_label}” (was “{correction.old_label or '—'}”).", messages.SUCCESS)
+                return redirect("admin:classifier_photo_change", photo.pk)
+        return self._correction_page(request, [photo], form)
+
+    @admin.action(description="Correct label of selected photos…", permissions=["change"])
+    def correct_label_action(self, request, queryset):
+        """Bulk correction with an intermediate page; the second POST carries 'apply'."""
+        photos = list(queryset)
+        if "apply" in request.POST:
+            form = LabelCorrectionForm(request.POST)
+            if form.is_valid():
+                try:
+                    changed = services.labels_correct_bulk(photos=photos, new_label=form.cleaned_data["new_label"], corrected_by=request.user)
+                except ValidationError as error:
+                    form.add_error("new_label", error)
+                else:
+                    self.message_user(request, f"{changed} of {len(photos)} photos relabelled “{form.cleaned_data['new_label']}”.", messages.SUCCESS)
+                    return None
+        else:
+            form = LabelCorrectionForm()
+        return self._correction_page(request, photos, form, action="correct_label_action")
+
+
+@admin.register(LabelCorrection)
+class LabelCorrectionAdmin(admin.ModelAdmin):
+    """Append-only: viewable, never added, changed or deleted here."""
+
+    list_display = ["created_at", "photo", "corrected_by", "old_label", "new_label"]
+    list_filter = ["new_label"]
+    readonly_fields = ["photo", "corrected_by", "old_label", "new_label", "created_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ["name", "version", "backbone", "is_active", "is_default", "n_classes", "artifact_path", "created_at"]
+    list_filter = ["is_active", "is_default", "backbone"]
+    readonly_fields = ["name", "version", "backbone", "classes", "metrics", "unknown_threshold", "artifact_path", "is_active", "is_default", "created_at"]
+    actions = ["activate", "deactivate", "make_default"]
+
+    def has_add_permission(self, request):
+        return False  # versions are registered from artifacts (migrate registers the shipped ones)
+
+    @admin.display(description="classes")
+    def n_classes(self, version):
+        return len(version.classes or [])
+
+    @admin.action(description="Activate selected model versions", permissions=["change"])
+    def activate(self, request, queryset):
+        for version in queryset:
+            services.model_version_set_active(model_version=version, active=True)
+        self.message_user(request, "Activated; workers use them from the next photo on.", messages.SUCCESS)
+
+    @admin.action(description="Deactivate selected model versions", permissions=["change"])
+    def deactivate(self, request, queryset):
+        for version in queryset:
+            services.model_version_set_active(model_version=version, active=False)
+        self.message_user(request, "Deactivated.", messages.SUCCESS)
+
+    @admin.action(description="Make the selected version the default", permissions=["change"])
+    def make_default(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one version.", messages.ERROR)
+            return
+        services.model_version_make_default(model_version=queryset.get())
+        self.message_user(request, "Default model changed.", messages.SUCCESS)

@@ -1,0 +1,81 @@
+"""The per-process model cache: the only module of the web app that touches `ml` (and TensorFlow).
+
+Web processes import this module but never call `get_predictor`/`preload_active`, so they never
+import TensorFlow: every `ml` import below happens inside a function. Celery worker processes
+load each active model version once (on `worker_process_init`, see classifier/tasks.py) and keep
+it in `_predictors`, keyed by ModelVersion id and artifact path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+_predictors: dict[tuple[int, str], object] = {}
+_lock = threading.Lock()
+
+
+class InferenceError(Exception):
+    """A model version cannot be loaded or run (missing or corrupt artifact)."""
+
+
+def artifact_dir(model_version) -> Path:
+    path = Path(model_version.artifact_path)
+    return path if path.is_absolute() else Path(settings.ML_ARTIFACTS_DIR) / path
+
+
+def get_predictor(model_version):
+    """The loaded `ml.predict.Predictor` for a ModelVersion, loading it on first use."""
+    key = (model_version.pk, str(artifact_dir(model_version)))
+    predictor = _predictors.get(key)
+    if predictor is not None:
+        return predictor
+    with _lock:
+        predictor = _predictors.get(key)
+        if predictor is None:
+            from ml.artifact import ArtifactError
+            from ml.predict import Predictor
+
+            try:
+                predictor = Predictor.load(key[1])
+            except (ArtifactError, OSError) as error:
+                raise InferenceError(f"cannot load model {model_version}: {error}") from error
+            logger.info("loaded model %s from %s", model_version, key[1])
+            _predictors[key] = predictor
+    return predictor
+
+
+def forget_inactive(active_ids) -> None:
+    """Drop predictors of versions that are no longer active (frees their memory)."""
+    with _lock:
+        for key in [key for key in _predictors if key[0] not in set(active_ids)]:
+            del _predictors[key]
+
+
+def loaded_keys() -> list[tuple[int, str]]:
+    return list(_predictors)
+
+
+def predict(model_version, image, top_k: int = 5):
+    """Run one model version on one PIL image: returns an `ml.predict.Prediction`."""
+    predictor = get_predictor(model_version)
+    try:
+        return predictor.predict([image], top_k=top_k)[0]
+    except (ValueError, OSError) as error:
+        raise InferenceError(f"model {model_version} could not read the photo: {error}") from error
+
+
+def preload_active() -> None:
+    """Load every active model version now, so the first task does not pay for it."""
+    from classifier.selectors import model_version_list_active
+
+    for model_version in model_version_list_active():
+        try:
+            get_predictor(model_version)
+        except InferenceError:
+            logger.exception("could not preload %s", model_version)

@@ -1,0 +1,47 @@
+"""Celery tasks: take ids, call a service, retry on expected errors, fail readably at the end."""
+
+import logging
+
+from celery import shared_task
+from celery.signals import worker_process_init, worker_ready
+from django.db import DatabaseError
+
+from classifier import inference, services
+from classifier.models import Photo
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE = (inference.InferenceError, services.NoActiveModel, DatabaseError, OSError)
+
+
+@shared_task(bind=True, max_retries=3, acks_late=True)
+def classify_photo(self, photo_id: int) -> None:
+    try:
+        services.photo_classify(photo_id=photo_id)
+    except Photo.DoesNotExist:
+        logger.info("photo %s was deleted before classification", photo_id)
+    except RETRYABLE as error:
+        if self.request.retries < self.max_retries:
+            raise self.retry(exc=error, countdown=2 ** (self.request.retries + 1))
+        logger.exception("classifying photo %s failed for good", photo_id)
+        services.photo_mark_failed(photo_id=photo_id, reason=f"Classification failed: {error}")
+    except Exception as error:  # not worth retrying (e.g. a stored file that no longer decodes)
+        logger.exception("classifying photo %s failed", photo_id)
+        services.photo_mark_failed(photo_id=photo_id, reason=f"Classification failed: {error}")
+
+
+@worker_process_init.connect
+def _preload_in_pool_process(**kwargs):
+    # Prefork pool: each child process loads the active models once, before its first task.
+    # (settings.CELERY_WORKER_PROC_ALIVE_TIMEOUT leaves time for TensorFlow to load.)
+    inference.preload_active()
+
+
+@worker_ready.connect
+def _preload_in_main_process(sender=None, **kwargs):
+    # solo/threads pools run tasks in the main process, where worker_process_init never fires.
+    from celery.concurrency.prefork import TaskPool
+
+    pool = getattr(getattr(sender, "controller", None), "pool", None)
+    if pool is not None and not isinstance(pool, TaskPool):
+        inference.preload_active()

@@ -1,0 +1,17 @@
+from django.urls import path
+
+from classifier import views
+
+app_name = "classifier"
+
+urlpatterns = [
+    path("", views.gallery, name="gallery"),
+    path("upload/", views.upload, name="upload"),
+    path("accounts/signup/", views.signup, name="signup"),
+    path("photos/<int:photo_id>/", views.photo_detail, name="photo_detail"),
+    path("photos/<int:photo_id>/result/", views.photo_result, name="photo_result"),
+    path("photos/<int:photo_id>/card/", views.photo_card, name="photo_card"),
+    path("photos/<int:photo_id>/retry/", views.photo_retry, name="photo_retry"),
+    path("photos/<int:photo_id>/delete/", views.photo_delete, name="photo_delete"),
+    path("photos/<int:photo_id>/<str:kind>.jpg", views.photo_file, name="photo_file"),
+]

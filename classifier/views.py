@@ -1,0 +1,120 @@
+"""Pages. Thin: parse the request, call a selector or a service, render."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import UserCreationForm
+from django.core.paginator import Paginator
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from classifier import selectors, services
+from classifier.files import photo_file_response
+from classifier.forms import UploadForm
+
+GALLERY_PAGE_SIZE = 24
+
+
+def _photo_context(photo):
+    return {
+        "photo": photo,
+        "results": selectors.photo_results(photo),
+        "stale": selectors.photo_is_stale(photo),
+        "low_confidence": settings.ML_LOW_CONFIDENCE,
+    }
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request):
+    if request.user.is_authenticated:
+        return redirect("classifier:gallery")
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, f"Welcome, {user.username}! Upload your first photo.")
+        return redirect("classifier:upload")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+@login_required
+def gallery(request):
+    species = request.GET.get("species", "").strip()
+    photos = selectors.photo_list_for_user(request.user, species=species or None)
+    page = Paginator(photos, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "classifier/gallery.html",
+        {
+            "page": page,
+            "species": species,
+            "species_choices": selectors.photo_species_for_user(request.user),
+            "form": UploadForm(),
+        },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def upload(request):
+    form = UploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            photos = services.photos_create(owner=request.user, uploads=form.cleaned_data["images"])
+        except services.UploadError as error:
+            form.add_error("images", error)
+        else:
+            if len(photos) == 1:
+                return redirect("classifier:photo_detail", photo_id=photos[0].pk)
+            messages.success(request, f"{len(photos)} photos uploaded; they are being classified.")
+            return redirect("classifier:gallery")
+    status = 400 if request.method == "POST" else 200
+    return render(request, "classifier/upload.html", {"form": form}, status=status)
+
+
+@login_required
+def photo_detail(request, photo_id):
+    photo = selectors.photo_get_for_user(request.user, photo_id)
+    context = _photo_context(photo)
+    context["corrections"] = selectors.photo_corrections(photo)
+    return render(request, "classifier/photo_detail.html", context)
+
+
+@login_required
+def photo_result(request, photo_id):
+    """The results panel alone: pages poll it until the photo is no longer classifying."""
+    photo = selectors.photo_get_for_user(request.user, photo_id)
+    return render(request, "classifier/_result.html", _photo_context(photo))
+
+
+@login_required
+def photo_card(request, photo_id):
+    photo = selectors.photo_get_for_user(request.user, photo_id)
+    return render(request, "classifier/_card.html", _photo_context(photo))
+
+
+@login_required
+@require_POST
+def photo_retry(request, photo_id):
+    photo = selectors.photo_get_for_user(request.user, photo_id)
+    services.photo_retry(photo=photo)
+    messages.info(request, "Classifying the photo again.")
+    return redirect("classifier:photo_detail", photo_id=photo.pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def photo_delete(request, photo_id):
+    photo = selectors.photo_get_for_user(request.user, photo_id)
+    if request.method == "POST":
+        services.photo_delete(photo=photo)
+        messages.success(request, "Photo deleted.")
+        return redirect("classifier:gallery")
+    return render(request, "classifier/photo_confirm_delete.html", {"photo": photo})
+
+
+@login_required
+def photo_file(request, photo_id, kind):
+    photo = selectors.photo_get_for_user(request.user, photo_id)
+    return photo_file_response(photo, kind)
