@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 
 from ml import backbones as _backbones  # noqa: F401  registers custom layers for loading
+from ml import layers as _layers  # noqa: F401
 
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"

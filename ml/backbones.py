@@ -27,14 +27,14 @@ class CaffePreprocess(keras.layers.Layer):
         return bgr - keras.ops.convert_to_tensor(self.MEAN_BGR, dtype=inputs.dtype)
 
 
-def _scale_to_unit_range() -> keras.layers.Layer:
+def _scale_to_unit_range(name: str = "preprocess_tf") -> keras.layers.Layer:
     # "tf" mode of preprocess_input: x / 127.5 - 1, i.e. [-1, 1].
-    return keras.layers.Rescaling(scale=1.0 / 127.5, offset=-1.0, name="preprocess_tf")
+    return keras.layers.Rescaling(scale=1.0 / 127.5, offset=-1.0, name=name)
 
 
-def _identity() -> keras.layers.Layer:
+def _identity(name: str = "preprocess_none") -> keras.layers.Layer:
     # EfficientNetV2 rescales inside its own graph (include_preprocessing=True).
-    return keras.layers.Identity(name="preprocess_none")
+    return keras.layers.Identity(name=name)
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,8 @@ class Backbone:
     constructor: Callable[..., keras.Model]
     input_size: int
     preprocessing: str  # "tf", "caffe" or "none": the mode of this backbone's preprocess_input
-    # Layer from which fine-tuning unfreezes the top of the backbone.
+    # Layer from which fine-tuning unfreezes the top of the backbone: its input activations are
+    # cached, so only the layers above it run during fine-tuning (the last block on a CPU budget).
     fine_tune_from: str | None = None
     constructor_kwargs: dict = field(default_factory=dict)
 
@@ -51,18 +52,22 @@ class Backbone:
     def input_shape(self) -> tuple[int, int, int]:
         return (self.input_size, self.input_size, 3)
 
-    def preprocessing_layer(self) -> keras.layers.Layer:
-        return {
+    def preprocessing_layer(self, name: str | None = None) -> keras.layers.Layer:
+        """The layer that does this backbone's preprocess_input. `name` keeps several backbones
+        in one model apart."""
+        make = {
             "tf": _scale_to_unit_range,
-            "caffe": lambda: CaffePreprocess(name="preprocess_caffe"),
+            "caffe": lambda name="preprocess_caffe": CaffePreprocess(name=name),
             "none": _identity,
-        }[self.preprocessing]()
+        }[self.preprocessing]
+        return make(name) if name else make()
 
-    def build(self, weights: str | Path | None = IMAGENET) -> keras.Model:
+    def build(self, weights: str | Path | None = IMAGENET, name: str | None = None) -> keras.Model:
         """The convolutional base, globally average-pooled, expecting preprocessed input.
 
         weights: "imagenet" (Keras downloads and caches the official file), None (random), or
         the path of a local `.weights.h5` file holding this backbone without its top.
+        name: the model's name, which must differ between backbones nested in one model.
         """
         if weights not in (None, IMAGENET):
             weights = str(weights)
@@ -74,11 +79,12 @@ class Backbone:
             input_shape=self.input_shape,
             pooling="avg",
             **self.constructor_kwargs,
+            **({"name": name} if name else {}),
         )
 
-    def build_feature_extractor(self, weights: str | Path | None = IMAGENET) -> keras.Model:
+    def build_feature_extractor(self, weights: str | Path | None = IMAGENET, name: str | None = None) -> keras.Model:
         """Raw RGB pixels (0..255) in, pooled features out; BatchNormalization in inference mode."""
-        base = self.build(weights)
+        base = self.build(weights, name=name)
         base.trainable = False
         inputs = keras.Input(shape=self.input_shape, name="pixels")
         features = base(self.preprocessing_layer()(inputs), training=False)
@@ -88,15 +94,15 @@ class Backbone:
 BACKBONES: dict[str, Backbone] = {
     b.name: b
     for b in [
-        Backbone("mobilenet_v2", keras.applications.MobileNetV2, 224, "tf", "block_13_expand"),
-        Backbone("mobilenet", keras.applications.MobileNet, 224, "tf", "conv_dw_12"),
+        Backbone("mobilenet_v2", keras.applications.MobileNetV2, 224, "tf", "block_16_expand"),
+        Backbone("mobilenet", keras.applications.MobileNet, 224, "tf", "conv_dw_13"),
         # The small MobileNet (alpha 0.5, 160 px): fast, and its weights ship in ../shared/weights.
         Backbone(
             "mobilenet_0.50_160",
             keras.applications.MobileNet,
             160,
             "tf",
-            "conv_dw_12",
+            "conv_dw_13",
             {"alpha": 0.5},
         ),
         Backbone("efficientnet_v2_b0", keras.applications.EfficientNetV2B0, 224, "none", "block6a_expand_conv"),

@@ -1,0 +1,108 @@
+"""python -m ml train | evaluate | predict | openset  (see docs/ml.md, section CLI)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ml", description="Train, evaluate and run butterfly classifiers.")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    train = verbs.add_parser("train", help="train a classifier on an ImageFolder (DATA_DIR/<class>/<image> or DATA_DIR/train/...)")
+    train.add_argument("data_dir")
+    train.add_argument("--backbone", action="append", required=True,
+                       help="registry name; repeat to concatenate several backbones' features")
+    train.add_argument("--weights", action="append",
+                       help='"imagenet" (default, downloads), "none", or a .weights.h5 file; one per --backbone')
+    train.add_argument("--out", required=True, help="artifact directory to write")
+    train.add_argument("--name", help="model name in metadata (default: the --out folder name)")
+    train.add_argument("--fine-tune", action="store_true", help="after the linear probe, fine-tune the backbone's top")
+    train.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation in the artifact")
+    train.add_argument("--val-fraction", type=float, default=0.15)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--epochs", type=int, default=60, help="most head epochs (early stopping decides)")
+    train.add_argument("--keep-known", type=float, default=0.95,
+                       help="share of validation butterflies kept above the open-set threshold")
+    train.add_argument("--cache-dir", help="feature cache (default $ML_CACHE_DIR or ~/.cache/butterflysite/features)")
+
+    evaluate = verbs.add_parser("evaluate", help="top-1/top-5/per-class metrics of an artifact on an ImageFolder")
+    evaluate.add_argument("artifact_dir")
+    evaluate.add_argument("data_dir")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    evaluate.add_argument("--report-dir", help="write report.json and confusion_matrix.png here")
+
+    predict = verbs.add_parser("predict", help="one JSON line per image: {image, top, unknown}")
+    predict.add_argument("artifact_dir")
+    predict.add_argument("images", nargs="+")
+    predict.add_argument("--top-k", type=int, default=5)
+
+    openset_parser = verbs.add_parser("openset", help="rejection rates on scikit-image photos and on butterflies")
+    openset_parser.add_argument("artifact_dir")
+    openset_parser.add_argument("butterflies_dir", nargs="?", help="an ImageFolder of real butterflies")
+
+    args = parser.parse_args(argv)
+    return {"train": _train, "evaluate": _evaluate, "predict": _predict, "openset": _openset}[args.verb](args)
+
+
+def _train(args) -> int:
+    from ml.train import BackboneSpec, TrainConfig, train
+
+    weights = args.weights or ["imagenet"] * len(args.backbone)
+    if len(weights) != len(args.backbone):
+        print("error: give one --weights per --backbone (or none for imagenet)", file=sys.stderr)
+        return 2
+    specs = [BackboneSpec(name, None if w == "none" else w) for name, w in zip(args.backbone, weights)]
+    config = TrainConfig(val_fraction=args.val_fraction, seed=args.seed, max_epochs=args.epochs,
+                         fine_tune=args.fine_tune, tta_flip=not args.no_tta, keep_known=args.keep_known,
+                         cache_dir=args.cache_dir)
+    result = train(args.data_dir, specs, config, name=args.name or Path(args.out).name, out_dir=args.out)
+    print(json.dumps({"artifact": args.out, "metrics": result.metadata.metrics,
+                      "unknown_threshold": result.metadata.unknown_threshold,
+                      "timings_s": result.metadata.training["timings_s"]}))
+    return 0
+
+
+def _evaluate(args) -> int:
+    from ml.evaluate import evaluate
+
+    report = evaluate(args.artifact_dir, args.data_dir, report_dir=args.report_dir)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{report['model']}: top-1 {report['top1']:.2%}  top-5 {report['top5']:.2%}  on {report['n']} photos")
+        if report["skipped_folders"]:
+            print(f"skipped folders the model does not know: {', '.join(report['skipped_folders'])}")
+        worst = sorted(report["per_class"].items(), key=lambda item: item[1]["recall"])[:5]
+        print("lowest recall: " + ", ".join(f"{name} {m['recall']:.0%}" for name, m in worst))
+    return 0
+
+
+def _predict(args) -> int:
+    from ml.predict import Predictor
+
+    predictor = Predictor.load(args.artifact_dir)
+    status = 0
+    for image in args.images:
+        try:
+            [prediction] = predictor.predict([image], top_k=args.top_k)
+        except (OSError, ValueError) as error:
+            print(json.dumps({"image": image, "error": str(error)}))
+            status = 1
+            continue
+        print(json.dumps({"image": image, "top": [{"label": l.label, "probability": round(l.probability, 6)} for l in prediction.top],
+                          "unknown": prediction.unknown}))
+    return status
+
+
+def _openset(args) -> int:
+    from ml import data, openset
+    from ml.predict import Predictor
+
+    predictor = Predictor.load(args.artifact_dir)
+    known = data.load_image_folder(args.butterflies_dir, predictor.classes).paths if args.butterflies_dir else []
+    print(json.dumps(openset.rejection_report(predictor, known, openset.skimage_photos()), indent=2))
+    return 0
