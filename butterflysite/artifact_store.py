@@ -1,0 +1,109 @@
+"""Model artifacts kept in object storage, copied once into a local cache before loading.
+
+Shipped artifacts sit in the slug under settings.ML_ARTIFACTS_DIR and load from there. A model
+trained after deploy cannot live on a dyno's filesystem (wiped on every restart, and each dyno
+has its own), so it is published to the default storage (the private bucket in production):
+
+    ref = artifact_store.publish("/tmp/run-42/artifact", "inat_v3")   # -> "storage:artifacts/inat_v3"
+    ModelVersion.objects.create(..., artifact_path=ref)
+
+and every worker turns the reference into a local directory that `ml.predict.Predictor.load`
+reads, downloading it the first time only:
+
+    directory = artifact_store.local_dir(ref)     # settings.ML_ARTIFACTS_CACHE_DIR/inat_v3
+
+An artifact's files never change once published (a new model gets a new name), so a complete
+copy in the cache is always current. Downloads go to a temporary folder renamed into place, so
+two processes fetching the same artifact at once never see half a model.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
+
+PREFIX = "storage:"
+FILES = ("model.keras", "metadata.json")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class ArtifactStoreError(Exception):
+    """A stored artifact is missing, incomplete or misnamed."""
+
+
+def is_stored(reference: str) -> bool:
+    return reference.startswith(PREFIX)
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.match(name) or name in {".", ".."}:
+        raise ArtifactStoreError(f"bad artifact name {name!r}")
+    return name
+
+
+def _key(name: str, filename: str) -> str:
+    return str(PurePosixPath(settings.ML_ARTIFACTS_STORAGE_PREFIX) / name / filename)
+
+
+def publish(directory: str | Path, name: str, storage=None) -> str:
+    """Upload an artifact directory (model.keras + metadata.json) and return its reference."""
+    storage = storage or default_storage
+    directory = Path(directory)
+    _check_name(name)
+    for filename in FILES:
+        if not (directory / filename).is_file():
+            raise ArtifactStoreError(f"no {filename} in {directory}")
+    for filename in FILES:
+        key = _key(name, filename)
+        if storage.exists(key):
+            raise ArtifactStoreError(f"{key} already exists: published artifacts are immutable")
+    # metadata.json last: its presence marks a complete upload.
+    for filename in FILES:
+        with open(directory / filename, "rb") as handle:
+            saved = storage.save(_key(name, filename), File(handle, name=filename))
+        if saved != _key(name, filename):  # a storage that renames instead of writing the key
+            raise ArtifactStoreError(f"storage wrote {saved!r} instead of {_key(name, filename)!r}")
+    return PREFIX + str(PurePosixPath(settings.ML_ARTIFACTS_STORAGE_PREFIX) / name)
+
+
+def local_dir(reference: str, storage=None) -> Path:
+    """The local directory holding a stored artifact, downloaded on first use."""
+    if not is_stored(reference):
+        raise ArtifactStoreError(f"{reference!r} is not a stored artifact reference")
+    storage = storage or default_storage
+    stored = PurePosixPath(reference[len(PREFIX):])
+    prefix = PurePosixPath(settings.ML_ARTIFACTS_STORAGE_PREFIX)
+    if stored.parent != prefix:
+        raise ArtifactStoreError(f"{reference!r} is not under {prefix}/")
+    name = _check_name(stored.name)
+    cache = Path(settings.ML_ARTIFACTS_CACHE_DIR)
+    target = cache / name
+    if all((target / filename).is_file() for filename in FILES):
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache))
+    try:
+        for filename in FILES:
+            key = _key(name, filename)
+            try:
+                source = storage.open(key, "rb")
+            except (FileNotFoundError, OSError) as error:
+                raise ArtifactStoreError(f"cannot read {key}: {error}") from error
+            with source, open(partial / filename, "wb") as out:
+                shutil.copyfileobj(source, out, length=1024 * 1024)
+        try:
+            os.rename(partial, target)
+        except OSError:
+            # Another process finished first (the target exists and is complete): use theirs.
+            if not all((target / filename).is_file() for filename in FILES):
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return target

@@ -1,0 +1,188 @@
+"""Production-like fixtures: a real S3-compatible server (moto in server mode, its own process on
+a free loopback port), a private bucket, a throwaway PostgreSQL database, and the environment a
+Heroku dyno would have. Processes under test are started as subprocesses with that environment,
+so they read butterflysite/settings.py exactly as a dyno does."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def stop(process: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 30) -> int:
+    """Signal a process group we started, then kill it if it lingers."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+    return process.returncode
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """moto_server on a free 127.0.0.1 port: {"endpoint", "access_key", "secret_key", "region"}."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def up():
+        if process.poll() is not None:
+            raise AssertionError(f"moto_server exited: {log.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
+            return True
+        except urllib.error.HTTPError:
+            return True
+        except OSError:
+            return False
+
+    wait_until(up, 30, what="moto_server")
+    yield {"endpoint": endpoint, "access_key": "deploytest", "secret_key": secrets.token_hex(16), "region": "us-east-1"}
+    stop(process)
+
+
+@pytest.fixture
+def bucket(s3_server):
+    """A fresh private bucket (no public ACL, public access blocked) on the S3 server."""
+    import boto3
+
+    client = boto3.client(
+        "s3", endpoint_url=s3_server["endpoint"], aws_access_key_id=s3_server["access_key"],
+        aws_secret_access_key=s3_server["secret_key"], region_name=s3_server["region"],
+    )
+    name = f"butterflysite-test-{secrets.token_hex(4)}"
+    client.create_bucket(Bucket=name)
+    client.put_public_access_block(
+        Bucket=name,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True, "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
+        },
+    )
+    yield {"name": name, "client": client, **s3_server}
+
+
+def _admin_url(database_url: str, dbname: str) -> str:
+    parts = urlsplit(database_url)
+    return urlunsplit(parts._replace(path="/" + dbname))
+
+
+@pytest.fixture
+def postgres_database():
+    """A throwaway database on the PostgreSQL server named by DATABASE_URL (CI sets it)."""
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        pytest.skip("needs DATABASE_URL pointing at PostgreSQL (CI sets it)")
+    import psycopg2
+
+    name = f"deploy_{secrets.token_hex(4)}"
+    admin = psycopg2.connect(_admin_url(url, urlsplit(url).path.lstrip("/") or "postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _admin_url(url, name)
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name]
+            )
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.close()
+
+
+@pytest.fixture
+def redis_url():
+    """REDIS_URL (CI sets it) moved to database 13, so queued test tasks never meet other tests'."""
+    url = os.environ.get("REDIS_URL", "")
+    if not url.startswith("redis://"):
+        pytest.skip("needs REDIS_URL (CI sets it)")
+    import redis
+
+    test_url = urlunsplit(urlsplit(url)._replace(path="/13"))
+    client = redis.Redis.from_url(test_url)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.skip(f"Redis at {url} is not answering")
+    client.flushdb()
+    yield test_url
+    client.flushdb()
+
+
+def production_env(**extra) -> dict:
+    """What a dyno's environment holds (config vars), minus anything from this shell."""
+    env = {
+        key: value for key, value in os.environ.items()
+        if not key.startswith(("DJANGO_", "AWS_", "DATABASE_", "REDIS_", "CELERY_", "BUCKETEER_"))
+    }
+    env.update({
+        "DJANGO_ENV": "production",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "DJANGO_ALLOWED_HOSTS": "butterflysite-test.herokuapp.com",
+        "PYTHONPATH": str(ROOT),
+        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    })
+    env.update({key: str(value) for key, value in extra.items()})
+    return env
+
+
+def bucket_env(bucket) -> dict:
+    return {
+        "AWS_STORAGE_BUCKET_NAME": bucket["name"],
+        "AWS_ACCESS_KEY_ID": bucket["access_key"],
+        "AWS_SECRET_ACCESS_KEY": bucket["secret_key"],
+        "AWS_S3_ENDPOINT_URL": bucket["endpoint"],
+        "AWS_S3_REGION_NAME": bucket["region"],
+    }
+
+
+def manage(env: dict, *args, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
