@@ -193,8 +193,8 @@ class PhotoAdmin(admin.ModelAdmin):
             from django.core.exceptions import PermissionDenied
 
             raise PermissionDenied
-        form = LabelCorrectionForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
+        form = LabelCorrectionForm(request.POST) if request.method == "POST" else LabelCorrectionForm()
+        if form.is_bound and form.is_valid():
             try:
                 correction = services.label_correct(photo=photo, new_label=form.cleaned_data["new_label"], corrected_by=request.user)
             except ValidationError as error:

@@ -29,8 +29,8 @@ def _photo_context(photo):
 def signup(request):
     if request.user.is_authenticated:
         return redirect("classifier:gallery")
-    form = UserCreationForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
+    form = UserCreationForm(request.POST) if request.method == "POST" else UserCreationForm()
+    if form.is_bound and form.is_valid():
         user = form.save()
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, f"Welcome, {user.username}! Upload your first photo.")
@@ -58,8 +58,8 @@ def gallery(request):
 @login_required
 @require_http_methods(["GET", "POST"])
 def upload(request):
-    form = UploadForm(request.POST or None, request.FILES or None)
-    if request.method == "POST" and form.is_valid():
+    form = UploadForm(request.POST, request.FILES) if request.method == "POST" else UploadForm()
+    if form.is_bound and form.is_valid():
         try:
             photos = services.photos_create(owner=request.user, uploads=form.cleaned_data["images"])
         except services.UploadError as error:
