@@ -1,0 +1,79 @@
+"""Trained model artifacts round-trip through the private bucket into a worker's local cache."""
+
+import threading
+
+import pytest
+from django.test import override_settings
+
+from butterflysite import artifact_store
+from tests.deploy.conftest import ROOT
+
+pytestmark = pytest.mark.deploy
+
+SHIPPED = ROOT / "artifacts" / "inat_mobilenet_v2"
+
+
+@pytest.fixture
+def s3_storage(bucket, tmp_path):
+    from storages.backends.s3 import S3Storage
+
+    options = dict(
+        bucket_name=bucket["name"], endpoint_url=bucket["endpoint"], access_key=bucket["access_key"],
+        secret_key=bucket["secret_key"], region_name=bucket["region"], default_acl=None, file_overwrite=False,
+    )
+    with override_settings(ML_ARTIFACTS_STORAGE_PREFIX="artifacts", ML_ARTIFACTS_CACHE_DIR=tmp_path / "cache"):
+        yield S3Storage(**options)
+
+
+def test_publish_then_fetch_gives_identical_files(s3_storage, bucket, tmp_path):
+    reference = artifact_store.publish(SHIPPED, "retrained_v2", storage=s3_storage)
+    assert reference == "storage:artifacts/retrained_v2"
+    keys = {item["Key"] for item in bucket["client"].list_objects_v2(Bucket=bucket["name"])["Contents"]}
+    assert keys == {"artifacts/retrained_v2/model.keras", "artifacts/retrained_v2/metadata.json"}
+
+    local = artifact_store.local_dir(reference, storage=s3_storage)
+    assert local == tmp_path / "cache" / "retrained_v2"
+    for name in artifact_store.FILES:
+        assert (local / name).read_bytes() == (SHIPPED / name).read_bytes()
+    # A second call uses the cache: it works even with the bucket emptied.
+    for key in keys:
+        bucket["client"].delete_object(Bucket=bucket["name"], Key=key)
+    assert artifact_store.local_dir(reference, storage=s3_storage) == local
+
+
+def test_concurrent_fetches_leave_one_complete_copy(s3_storage, tmp_path):
+    reference = artifact_store.publish(SHIPPED, "race", storage=s3_storage)
+    results, errors = [], []
+
+    def fetch():
+        try:
+            results.append(artifact_store.local_dir(reference, storage=s3_storage))
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=fetch) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(set(results)) == 1
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["race"]  # no partial folders left
+    assert (results[0] / "model.keras").stat().st_size == (SHIPPED / "model.keras").stat().st_size
+
+
+def test_published_artifacts_are_immutable_and_names_checked(s3_storage):
+    artifact_store.publish(SHIPPED, "once", storage=s3_storage)
+    with pytest.raises(artifact_store.ArtifactStoreError, match="immutable"):
+        artifact_store.publish(SHIPPED, "once", storage=s3_storage)
+    with pytest.raises(artifact_store.ArtifactStoreError):
+        artifact_store.local_dir("storage:artifacts/../etc", storage=s3_storage)
+    with pytest.raises(artifact_store.ArtifactStoreError):
+        artifact_store.local_dir("storage:artifacts/never-published", storage=s3_storage)
+
+
+def test_the_fetched_artifact_loads_as_a_predictor(s3_storage):
+    from ml.predict import Predictor
+
+    local = artifact_store.local_dir(artifact_store.publish(SHIPPED, "loadable", storage=s3_storage), storage=s3_storage)
+    predictor = Predictor.load(local)
+    assert predictor.classes == Predictor.load(SHIPPED).classes
