@@ -140,7 +140,7 @@ USE_TZ = True
 # Static files: whitenoise serves compressed, hashed files from the web process.
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles")))  # collectstatic writes here (at build)
 
 # Media: uploaded photos are private. Locally they sit under ./var/media and are served only
 # through views that check the owner; with AWS_STORAGE_BUCKET_NAME set they go to a private
