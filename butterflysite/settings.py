@@ -116,8 +116,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web server and worker write the same file: wait for the lock rather than fail.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
     VAR_DIR.mkdir(parents=True, exist_ok=True)
-    # Tests use a file, not memory, so a Celery worker subprocess can open the same test database.
-    DATABASES["default"]["TEST"] = {"NAME": env_str("DJANGO_TEST_SQLITE", str(VAR_DIR / "test-db.sqlite3"))}
+    # Tests use a file, not memory, so a Celery worker subprocess can open the same test database;
+    # one per test process, so concurrent test runs never share (or delete) each other's.
+    DATABASES["default"]["TEST"] = {
+        "NAME": env_str("DJANGO_TEST_SQLITE", str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3"))
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -25,7 +25,17 @@ class InferenceError(Exception):
 
 
 def artifact_dir(model_version) -> Path:
-    path = Path(model_version.artifact_path)
+    """The local directory of a version's artifact: relative paths are under ML_ARTIFACTS_DIR;
+    "storage:..." references (models published to object storage) are downloaded once."""
+    from butterflysite import artifact_store
+
+    reference = model_version.artifact_path
+    if artifact_store.is_stored(reference):
+        try:
+            return artifact_store.local_dir(reference)
+        except (artifact_store.ArtifactStoreError, OSError) as error:
+            raise InferenceError(f"cannot fetch model {model_version}: {error}") from error
+    path = Path(reference)
     return path if path.is_absolute() else Path(settings.ML_ARTIFACTS_DIR) / path
 
 

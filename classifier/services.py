@@ -335,11 +335,21 @@ def _model_version_register(*, artifact_dir, active, default, using) -> tuple[Mo
     The version is metadata's "version", else its "created" timestamp, so retraining into the
     same directory makes a new version and retires the old one.
     """
-    directory = Path(artifact_dir)
-    if not directory.is_absolute():
-        directory = Path(settings.ML_ARTIFACTS_DIR) / directory
+    from butterflysite import artifact_store
+
+    if artifact_store.is_stored(str(artifact_dir)):
+        # A model published to object storage: "storage:<prefix>/<name>", fetched once to a cache.
+        location = str(artifact_dir)
+        try:
+            directory = artifact_store.local_dir(location)
+        except artifact_store.ArtifactStoreError as error:
+            raise ValidationError(str(error)) from None
+    else:
+        directory = Path(artifact_dir)
+        if not directory.is_absolute():
+            directory = Path(settings.ML_ARTIFACTS_DIR) / directory
+        location = _artifact_location(directory)
     data = _read_metadata(directory)
-    location = _artifact_location(directory)
     name = str(data.get("name") or directory.name)
     version = str(data.get("version") or data.get("created") or "1")
     with transaction.atomic(using=using):

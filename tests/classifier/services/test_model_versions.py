@@ -82,3 +82,18 @@ def test_one_default_at_a_time(shipped_model, second_model):
     services.model_version_set_active(model_version=second_model, active=False)
     second_model.refresh_from_db()
     assert not second_model.is_active and not second_model.is_default
+
+
+def test_register_a_model_published_to_storage(settings, tmp_path):
+    from butterflysite import artifact_store
+    from classifier import inference
+
+    settings.ML_ARTIFACTS_CACHE_DIR = tmp_path / "cache"
+    source = _artifact(tmp_path / "trained", "late_model", classes=("x", "y", "z"))
+    (source / "model.keras").write_bytes(b"not really a model, never loaded here")
+    reference = artifact_store.publish(source, "late_model")
+
+    version = services.model_version_register(artifact_dir=reference)
+    assert version.artifact_path == reference and version.classes == ["x", "y", "z"]
+    assert inference.artifact_dir(version) == tmp_path / "cache" / "late_model"
+    assert (tmp_path / "cache" / "late_model" / "model.keras").is_file()
