@@ -27,3 +27,67 @@ def butterflies_dir() -> Path:
 def weights_dir() -> Path:
     """../shared/weights: real pretrained backbone weights in Keras form."""
     return _require(WEIGHTS_DIR)
+
+
+def _database_url(connection) -> str:
+    """The URL of the test database this process uses, for a worker subprocess to open."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        name = str(db["NAME"])
+        if not name or name == ":memory:" or "mode=memory" in name:
+            pytest.skip("a worker process cannot share an in-memory SQLite test database")
+        return f"sqlite:///{Path(name).resolve()}"
+    if connection.vendor == "postgresql":
+        auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+        return f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+    pytest.skip(f"no live-worker support for {connection.vendor}")
+
+
+@pytest.fixture
+def live_worker(transactional_db, settings, tmp_path):
+    """A real `celery -A butterflysite worker` process on this test's database and media.
+
+    It uses the configured broker (Redis when REDIS_URL is set, else the embedded filesystem
+    broker) on a queue of its own, so no other worker takes this test's tasks.
+    """
+    import subprocess
+    import sys
+    import threading
+    import uuid
+
+    from django.db import connection
+
+    queue = f"test-{uuid.uuid4().hex[:12]}"
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.CLASSIFIER_TASK_QUEUE = queue
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(connection),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "DJANGO_MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "CLASSIFIER_TASK_QUEUE": queue,
+        "DJANGO_SETTINGS_MODULE": "butterflysite.settings",
+        "ML_ARTIFACTS_DIR": str(settings.ML_ARTIFACTS_DIR),
+        "PYTHONUNBUFFERED": "1",
+    }
+    celery = Path(sys.executable).parent / "celery"
+    command = [str(celery) if celery.exists() else "celery", "-A", "butterflysite", "worker",
+               "-Q", queue, "-n", f"{queue}@%h", "--concurrency", "1", "--loglevel", "INFO",
+               "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    process.log = []
+    threading.Thread(target=lambda: process.log.extend(iter(process.stdout.readline, "")), daemon=True).start()
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        if settings.CELERY_BROKER_URL.startswith("redis"):
+            import redis
+
+            redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(queue)
