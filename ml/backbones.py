@@ -73,14 +73,16 @@ class Backbone:
             weights = str(weights)
             if not Path(weights).is_file():
                 raise FileNotFoundError(f"weights file not found: {weights}")
-        return self.constructor(
+        model = self.constructor(
             include_top=False,
             weights=weights,
             input_shape=self.input_shape,
             pooling="avg",
             **self.constructor_kwargs,
-            **({"name": name} if name else {}),
         )
+        if name:  # renamed afterwards: some constructors (EfficientNetV2) look up settings by name
+            model.name = name
+        return model
 
     def build_feature_extractor(self, weights: str | Path | None = IMAGENET, name: str | None = None) -> keras.Model:
         """Raw RGB pixels (0..255) in, pooled features out; BatchNormalization in inference mode."""
