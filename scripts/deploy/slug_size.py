@@ -117,6 +117,9 @@ def main() -> int:
     parser.add_argument("--limit-mb", type=float, default=LIMIT_MB)
     parser.add_argument("--no-smoke", action="store_true", help="skip loading the shipped models")
     parser.add_argument("--no-static", action="store_true", help="skip collectstatic")
+    parser.add_argument("--litert-artifacts", type=Path,
+                        help="folder of exported <name>/model.tflite (scripts/deploy/litert_check.py): add them "
+                             "to the slug's artifacts and smoke-test with ai-edge-litert instead of Keras")
     parser.add_argument("--include-uncommitted", action="store_true",
                         help="also copy untracked, not ignored files (Heroku only gets commits)")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -132,6 +135,12 @@ def main() -> int:
     try:
         print(f"==> source (git ls-files minus .slugignore) into {app}")
         n_files = copy_source(app, args.include_uncommitted)
+        if args.litert_artifacts:
+            for exported in sorted(args.litert_artifacts.glob("*/model.tflite")):
+                target = app / "artifacts" / exported.parent.name / "model.tflite"
+                if target.parent.is_dir():
+                    shutil.copy2(exported, target)
+                    n_files += 1
         print(f"==> Python runtime {sys.version.split()[0]} into {app / '.heroku/python'}")
         site = copy_runtime(app / ".heroku" / "python")
         print(f"==> clean install of {requirements.name}")
@@ -156,7 +165,26 @@ def main() -> int:
             run([base_python, "-s", "manage.py", "collectstatic", "--noinput", "-v", "0"], cwd=app, env=env)
             n_static = sum(1 for f in (app / "staticfiles").rglob("*") if f.is_file())
 
-        if not args.no_smoke:
+        if not args.no_smoke and args.litert_artifacts:
+            print("==> loading every shipped model.tflite with ai-edge-litert from this install alone")
+            smoke = (
+                "import json, pathlib, numpy as np\n"
+                "from ai_edge_litert.interpreter import Interpreter\n"
+                "from ml import images\n"
+                "m = json.loads(pathlib.Path('artifacts/manifest.json').read_text())\n"
+                "for name in m['artifacts']:\n"
+                "    meta = json.loads((pathlib.Path('artifacts') / name / 'metadata.json').read_text())\n"
+                "    it = Interpreter(model_path=str(pathlib.Path('artifacts') / name / 'model.tflite'))\n"
+                "    it.allocate_tensors()\n"
+                "    s = meta['input_size']\n"
+                "    it.set_tensor(it.get_input_details()[0]['index'], np.full((1, s, s, 3), 128, np.float32))\n"
+                "    it.invoke()\n"
+                "    r = it.get_tensor(it.get_output_details()[0]['index'])\n"
+                "    assert r.shape == (1, len(meta['classes'])), r.shape\n"
+                "    print('   loaded', name, len(meta['classes']), 'classes')\n"
+            )
+            run([base_python, "-s", "-c", smoke], cwd=app, env=env)
+        elif not args.no_smoke:
             print("==> loading every shipped model with this install alone")
             smoke = (
                 "import json, pathlib, numpy as np; from ml.predict import Predictor\n"
@@ -169,11 +197,11 @@ def main() -> int:
                 "    print('   loaded', name, len(p.classes), 'classes')\n"
             )
             run([base_python, "-s", "-c", smoke], cwd=app, env=env)
-            # The smoke run leaves bytecode behind in app/; a real slug's would be similar, but
-            # remove the app's own caches so the figure is the build's, not this check's.
-            for cache in app.rglob("__pycache__"):
-                if site not in cache.parents:
-                    shutil.rmtree(cache, ignore_errors=True)
+        # The checks above leave the app's own bytecode behind; remove it so the figure is the
+        # build's, not this script's (site-packages keeps the .pyc files pip compiled).
+        for cache in list(app.rglob("__pycache__")):
+            if site not in cache.parents:
+                shutil.rmtree(cache, ignore_errors=True)
 
         uncompressed = folder_bytes(app)
         slug = build / "slug.tgz"
