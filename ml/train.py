@@ -141,16 +141,20 @@ def train(data_dir, specs: list[BackboneSpec], config: TrainConfig | None = None
         a_train = [np.concatenate([cut(v, train_idx)[i] for v in train_variants]) for i in range(len(specs))]
         _fit(tuned, a_train, y_train_aug, cut("orig", val_idx), y_val, folder, config,
              config.fine_tune_learning_rate, config.fine_tune_epochs, config.fine_tune_patience)
-        x_val = _pooled_from(uppers, cut("orig", val_idx))
-        x_val_flip = _pooled_from(uppers, cut("flip", val_idx)) if x_val_flip is not None else None
+        if len(val_idx):
+            x_val = _pooled_from(uppers, cut("orig", val_idx))
+            x_val_flip = _pooled_from(uppers, cut("flip", val_idx)) if x_val_flip is not None else None
         timings["fine_tune_s"] = time.perf_counter() - tick
         stage = "fine_tuned"
     else:
         bases = [spec.backbone.build(spec.weights, name=_model_name(spec, i)) for i, spec in enumerate(specs)]
 
-    val_probabilities = _predict(head, x_val)
-    if config.tta_flip:
-        val_probabilities = (val_probabilities + _predict(head, x_val_flip)) / 2
+    if len(y_val) == 0:  # --val-fraction 0: nothing held out to score or calibrate on
+        val_probabilities = np.zeros((0, len(folder.classes)), np.float32)
+    else:
+        val_probabilities = _predict(head, x_val)
+        if config.tta_flip:
+            val_probabilities = (val_probabilities + _predict(head, x_val_flip)) / 2
     timings["total_s"] = time.perf_counter() - started
 
     model = assemble(specs, bases, head, tta_flip=config.tta_flip)

@@ -78,7 +78,7 @@ def test_two_backbones_of_one_architecture_combine_by_features(tmp_path, synthet
     assert result.model.get_layer("head").input_shape[-1] == 1024
 
 
-@pytest.mark.parametrize("name", ["efficientnet_v2_b0", "resnet50", "mobilenet"])
+@pytest.mark.parametrize("name", ["efficientnet_v2_b0", "resnet50"])  # preprocessing "none" and "caffe"
 def test_other_backbones_train_with_random_weights(tmp_path, synthetic_dir, name):
     """No weights for these offline: their train -> save -> load path runs with weights=None."""
     config = TrainConfig(cache_dir=str(tmp_path / "cache"), tta_flip=False, flip_augment=False,
@@ -163,3 +163,11 @@ def test_ensemble_picks_members_only_when_they_help():
     subset, score = ensemble.best_subset({"good": good, "fixer": fixer, "noise": noise}, labels)
     assert subset == ("good", "fixer") and score == 1.0
     assert ensemble.average_probabilities([good, fixer]).sum(1) == pytest.approx(np.ones(4))
+
+
+def test_training_without_a_validation_split(trained, synthetic_dir, small_weights):
+    _, _, cache = trained
+    config = TrainConfig(cache_dir=str(cache), **{**FAST, "val_fraction": 0.0, "max_epochs": 5})
+    result = train(synthetic_dir, [BackboneSpec("mobilenet_0.50_160", small_weights)], config)
+    assert result.metadata.metrics["n_val"] == 0 and result.metadata.unknown_threshold == 0.0
+    assert result.metadata.training["n_train"] == 30
