@@ -27,6 +27,7 @@ def test_small_real_backbone_learns_five_real_species(tmp_path, butterflies_dir,
                          learning_rate=3e-3)
     train(train_dir, [BackboneSpec("mobilenet_0.50_160", small_weights)], config, out_dir=tmp_path / "five")
     test_dir = tmp_path / "test"
+    test_dir.mkdir()
     for species in FIVE_SPECIES + ["viceroy"]:  # viceroy: a folder the model does not know
         (test_dir / species).symlink_to(butterflies_dir / "test" / species)
     report = evaluate(tmp_path / "five", test_dir, progress=False)
