@@ -51,11 +51,15 @@ def test_loaded_artifact_predicts_held_out_photos(trained, synthetic_test_dir):
     assert len(prediction.top) == 2 and prediction.top[0].probability >= prediction.top[1].probability
 
 
-def test_loaded_model_matches_the_trained_one(trained, synthetic_test_dir):
+def test_loaded_model_and_predictor_match_the_trained_one(trained, synthetic_test_dir):
     out, result, _ = trained
     model, _ = artifact.load(out)
-    pixels = np.random.default_rng(0).uniform(0, 255, (2, 160, 160, 3)).astype(np.float32)
-    np.testing.assert_allclose(np.asarray(model(pixels)), np.asarray(result.model(pixels)), atol=1e-5)
+    predictor = Predictor.load(out)
+    for batch in (1, 3):  # the predictor's traced graph serves every batch size
+        pixels = np.random.default_rng(batch).uniform(0, 255, (batch, 160, 160, 3)).astype(np.float32)
+        expected = np.asarray(result.model(pixels))
+        np.testing.assert_allclose(np.asarray(model(pixels)), expected, atol=1e-5)
+        np.testing.assert_allclose(predictor.predict_arrays(pixels), expected, atol=1e-5)
 
 
 def test_retraining_the_head_reuses_cached_features(trained, synthetic_dir, small_weights, monkeypatch):
