@@ -20,7 +20,10 @@ def main(argv=None) -> int:
                        help='"imagenet" (default, downloads), "none", or a .weights.h5 file; one per --backbone')
     train.add_argument("--out", required=True, help="artifact directory to write")
     train.add_argument("--name", help="model name in metadata (default: the --out folder name)")
-    train.add_argument("--fine-tune", action="store_true", help="after the linear probe, fine-tune the backbone's top")
+    train.add_argument("--fine-tune", nargs="?", const="cached_top", choices=["cached_top", "end_to_end"],
+                       help="after the linear probe, fine-tune the backbone's top: on cached activations "
+                            "(cached_top, the default, CPU-friendly) or on augmented pixels (end_to_end)")
+    train.add_argument("--fine-tune-epochs", type=int, default=8)
     train.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation in the artifact")
     train.add_argument("--val-fraction", type=float, default=0.15)
     train.add_argument("--seed", type=int, default=0)
@@ -57,7 +60,8 @@ def _train(args) -> int:
         return 2
     specs = [BackboneSpec(name, None if w == "none" else w) for name, w in zip(args.backbone, weights)]
     config = TrainConfig(val_fraction=args.val_fraction, seed=args.seed, max_epochs=args.epochs,
-                         fine_tune=args.fine_tune, tta_flip=not args.no_tta, keep_known=args.keep_known,
+                         fine_tune=bool(args.fine_tune), fine_tune_mode=args.fine_tune or "cached_top",
+                         fine_tune_epochs=args.fine_tune_epochs, tta_flip=not args.no_tta, keep_known=args.keep_known,
                          cache_dir=args.cache_dir)
     result = train(args.data_dir, specs, config, name=args.name or Path(args.out).name, out_dir=args.out)
     print(json.dumps({"artifact": args.out, "metrics": result.metadata.metrics,

@@ -16,6 +16,9 @@ from ml import artifact, data, features, openset
 from ml.backbones import IMAGENET, Backbone, get_backbone
 
 
+END_TO_END = "fine_tuned_end_to_end"
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
     """A registry backbone with one weights source ("imagenet", None or a .weights.h5 path)."""
@@ -47,6 +50,11 @@ class TrainConfig:
     max_epochs: int = 60
     patience: int = 6
     fine_tune: bool = False
+    # "cached_top": train the layers from the backbone's `fine_tune_from` up on cached activations
+    # of that layer (original + mirrored photos): cheap on a CPU, no random augmentation.
+    # "end_to_end": train the same layers on pixels through the tf.data pipeline with random
+    # flips, crops and brightness; every epoch runs whole backbones, so it suits a GPU.
+    fine_tune_mode: str = "cached_top"
     fine_tune_learning_rate: float = 1e-4
     fine_tune_epochs: int = 8
     fine_tune_patience: int = 2
@@ -73,6 +81,8 @@ class TrainResult:
     def probabilities_from_cache(self, paths) -> np.ndarray:
         """What `model` outputs for these photos, computed from the feature cache (filling it
         where needed): the same numbers, without re-running the frozen part of each backbone."""
+        if self.metadata.training["stage"] == END_TO_END:  # the cached features are no longer the model's
+            return _predict_pixels(self.model, paths, self.metadata.input_size, self.config.progress)
         variants = ("orig", "flip") if self.config.tta_flip else ("orig",)
         outputs = [spec.backbone.fine_tune_from if self.tops else features.POOLED for spec in self.specs]
         per_spec = [features.extract(spec.backbone, spec.weights, paths, variants=variants, outputs=(output,),
@@ -92,6 +102,9 @@ def train(data_dir, specs: list[BackboneSpec], config: TrainConfig | None = None
     import keras
 
     config = config or TrainConfig()
+    if config.fine_tune_mode not in ("cached_top", "end_to_end"):
+        raise ValueError(f"unknown fine_tune_mode {config.fine_tune_mode!r}")
+    cached_top = config.fine_tune and config.fine_tune_mode == "cached_top"
     keras.utils.set_random_seed(config.seed)
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -107,7 +120,7 @@ def train(data_dir, specs: list[BackboneSpec], config: TrainConfig | None = None
     tick = time.perf_counter()
     per_spec = []
     for spec in specs:
-        outputs = (features.POOLED, spec.backbone.fine_tune_from) if config.fine_tune else (features.POOLED,)
+        outputs = (features.POOLED, spec.backbone.fine_tune_from) if cached_top else (features.POOLED,)
         per_spec.append(features.extract(
             spec.backbone, spec.weights, folder.paths, variants=variants, outputs=outputs,
             cache_dir=config.cache_dir, content_hashes=hashes, progress=config.progress))
@@ -129,9 +142,17 @@ def train(data_dir, specs: list[BackboneSpec], config: TrainConfig | None = None
     stage = "linear_probe"
 
     uppers = None
-    if config.fine_tune:
+    bases = [spec.backbone.build(spec.weights, name=_model_name(spec, i)) for i, spec in enumerate(specs)]
+    if config.fine_tune and not cached_top:
         tick = time.perf_counter()
-        bases = [spec.backbone.build(spec.weights, name=_model_name(spec, i)) for i, spec in enumerate(specs)]
+        tuned = assemble(specs, bases, head)
+        for base, spec in zip(bases, specs):
+            _unfreeze_top(base, spec.backbone.fine_tune_from)
+        _fit_pixels(tuned, folder, train_idx, val_idx, config)
+        timings["fine_tune_s"] = time.perf_counter() - tick
+        stage = END_TO_END
+    elif cached_top:
+        tick = time.perf_counter()
         uppers = [_trainable_top(base, spec.backbone.fine_tune_from) for base, spec in zip(bases, specs)]
         tuned = _fine_tune_model(uppers, head, specs)
 
@@ -146,18 +167,18 @@ def train(data_dir, specs: list[BackboneSpec], config: TrainConfig | None = None
             x_val_flip = _pooled_from(uppers, cut("flip", val_idx)) if x_val_flip is not None else None
         timings["fine_tune_s"] = time.perf_counter() - tick
         stage = "fine_tuned"
-    else:
-        bases = [spec.backbone.build(spec.weights, name=_model_name(spec, i)) for i, spec in enumerate(specs)]
 
+    model = assemble(specs, bases, head, tta_flip=config.tta_flip)
     if len(y_val) == 0:  # --val-fraction 0: nothing held out to score or calibrate on
         val_probabilities = np.zeros((0, len(folder.classes)), np.float32)
+    elif stage == END_TO_END:
+        val_probabilities = _predict_pixels(model, [folder.paths[i] for i in val_idx], model.input_shape[1], False)
     else:
         val_probabilities = _predict(head, x_val)
         if config.tta_flip:
             val_probabilities = (val_probabilities + _predict(head, x_val_flip)) / 2
     timings["total_s"] = time.perf_counter() - started
 
-    model = assemble(specs, bases, head, tta_flip=config.tta_flip)
     val_top1 = float(np.mean(val_probabilities.argmax(1) == y_val)) if len(y_val) else None
     threshold = openset.calibrate_threshold(val_probabilities.max(1), config.keep_known) if len(y_val) else 0.0
     metadata = artifact.ArtifactMetadata(
@@ -236,6 +257,53 @@ def _trainable_top(base, cut_layer: str):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
     return top
+
+
+def _unfreeze_top(base, cut_layer: str) -> None:
+    """Make the layers from `cut_layer` up trainable, BatchNormalization excepted."""
+    import keras
+
+    base.trainable = True
+    names = [layer.name for layer in base.layers]
+    first = names.index(cut_layer)
+    for index, layer in enumerate(base.layers):
+        layer.trainable = index >= first and not isinstance(layer, keras.layers.BatchNormalization)
+
+
+def _fit_pixels(model, folder, train_idx, val_idx, config) -> None:
+    """Train a whole pixel-input model on randomly augmented photos (tf.data), early stopping."""
+    import keras
+    import tensorflow as tf
+
+    n_classes, size = len(folder.classes), model.input_shape[1]
+
+    def one_hot(pixels, label):
+        return pixels, tf.one_hot(label, n_classes)
+
+    def pipeline(indices, augment):
+        return data.pixel_dataset([folder.paths[i] for i in indices], size, folder.labels[indices],
+                                  batch_size=32, augment=augment, shuffle=augment, seed=config.seed).map(one_hot)
+
+    model.compile(optimizer=keras.optimizers.Adam(config.fine_tune_learning_rate),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+                  metrics=["accuracy"])
+    has_val = len(val_idx) > 0
+    model.fit(pipeline(train_idx, True), validation_data=pipeline(val_idx, False) if has_val else None,
+              epochs=config.fine_tune_epochs, verbose=config.verbose, shuffle=False,  # the pipeline shuffles
+              class_weight=data.balanced_class_weights(folder.labels[train_idx], n_classes),
+              callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss" if has_val else "loss",
+                                                       patience=config.fine_tune_patience, restore_best_weights=True)])
+
+
+def _predict_pixels(model, paths, size, progress) -> np.ndarray:
+    from tqdm import tqdm
+
+    chunks = []
+    with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
+        for batch in data.pixel_dataset(paths, size, batch_size=32):
+            chunks.append(np.asarray(model(batch, training=False)))
+            bar.update(len(chunks[-1]))
+    return np.concatenate(chunks) if chunks else np.zeros((0, model.output_shape[-1]), np.float32)
 
 
 def _fine_tune_model(uppers, head, specs):

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from ml import artifact, ensemble, openset
+from ml import artifact, ensemble, images, openset
 from ml.evaluate import evaluate, metrics_report
 from ml.predict import Predictor
 from ml.train import BackboneSpec, TrainConfig, train
@@ -175,3 +175,25 @@ def test_training_without_a_validation_split(trained, synthetic_dir, small_weigh
     result = train(synthetic_dir, [BackboneSpec("mobilenet_0.50_160", small_weights)], config)
     assert result.metadata.metrics["n_val"] == 0 and result.metadata.unknown_threshold == 0.0
     assert result.metadata.training["n_train"] == 30
+
+
+def test_end_to_end_fine_tuning_trains_only_the_top_on_augmented_pixels(tmp_path, synthetic_dir, small_weights):
+    from ml.backbones import get_backbone
+
+    config = TrainConfig(cache_dir=str(tmp_path / "cache"), fine_tune=True, fine_tune_mode="end_to_end",
+                         fine_tune_epochs=1, tta_flip=False, **{**FAST, "max_epochs": 5})
+    result = train(synthetic_dir, [BackboneSpec("mobilenet_0.50_160", small_weights)], config, out_dir=tmp_path / "e2e")
+    assert result.metadata.training["stage"] == "fine_tuned_end_to_end"
+    original = get_backbone("mobilenet_0.50_160").build(small_weights)
+    tuned = result.model.get_layer("features").get_layer("backbone_0_mobilenet_0_50_160")
+
+    def same(name):
+        return all(np.array_equal(a, b) for a, b in zip(original.get_layer(name).get_weights(), tuned.get_layer(name).get_weights()))
+
+    assert same("conv1") and same("conv_dw_12")  # below the cut: frozen
+    assert not same("conv_pw_13")  # the top: trained
+    assert same("conv_pw_13_bn")  # BatchNormalization: frozen
+    photos = sorted((synthetic_dir / "monarch").iterdir())[:2]
+    from_training = result.probabilities_from_cache(photos)
+    from_artifact = Predictor.load(tmp_path / "e2e").predict_arrays(images.to_batch(photos, 160))
+    np.testing.assert_allclose(from_training, from_artifact, atol=1e-5)
