@@ -45,6 +45,7 @@ def test_task_for_a_deleted_photo_does_nothing():
 
 def test_task_skips_models_that_already_predicted(second_model, shipped_model):
     # Every active model already has a prediction: the task loads no model and marks it done.
+    ModelVersion.objects.exclude(pk__in=[second_model.pk, shipped_model.pk]).update(is_active=False)
     photo = PhotoFactory(status=Photo.Status.PENDING)
     PredictionFactory(photo=photo, model_version=second_model)
     PredictionFactory(photo=photo, model_version=shipped_model)
@@ -93,8 +94,10 @@ def test_photo_classify_with_the_shipped_model_on_a_real_photo(user, shipped_mod
     assert prediction.top[0]["probability"] >= prediction.top[1]["probability"]
     assert prediction.latency_ms > 0
     # Running again adds nothing (unique per photo and model version).
+    n_active = ModelVersion.objects.filter(is_active=True).count()
+    assert Prediction.objects.filter(photo=photo).count() == n_active
     services.photo_classify(photo_id=photo.pk)
-    assert Prediction.objects.filter(photo=photo).count() == 1
+    assert Prediction.objects.filter(photo=photo).count() == n_active
     from classifier import inference
 
     assert (shipped_model.pk, str(inference.artifact_dir(shipped_model))) in inference.loaded_keys()
