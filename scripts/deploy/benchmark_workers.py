@@ -2,10 +2,10 @@
 """Classifications per second with 1, 2 and 4 worker processes (each one the Procfile's `worker`
 line, as separate dynos would run it), on Redis and PostgreSQL, production settings.
 
-    .venv/bin/python scripts/deploy/benchmark_workers.py [--workers 1,2,4] [--photos 60] [--repeats 3]
+    .venv/bin/python scripts/deploy/benchmark_workers.py [--workers 1,2,4] [--photos 300] [--repeats 3]
 
 For each worker count: start that many `worker` processes and wait until each reports ready
-(every active model loaded), enqueue `--photos` classify tasks for real test photos at once,
+(every active model loaded in its pool process), enqueue `--photos` classify tasks for real test photos at once,
 and time until the database shows all of them classified. Photos are created beforehand
 (their upload-time tasks go to a queue no worker reads), so only classification is timed.
 Media is on local disk by default (`--storage s3` puts it on a local moto_server instead), so
@@ -32,7 +32,7 @@ PHOTOS = h.ROOT.parent / "shared" / "data" / "butterflies50" / "test"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", default="1,2,4")
-    parser.add_argument("--photos", type=int, default=60)
+    parser.add_argument("--photos", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--storage", choices=["local", "s3"], default="local")
     parser.add_argument("--json")
@@ -81,8 +81,10 @@ def main() -> int:
                 logs = [work / f"w{count}-{repeat}-{i}.log" for i in range(count)]
                 workers = [h.start("worker", env, log, f"--hostname bench{i}@%h") for i, log in enumerate(logs)]
                 try:
-                    h.wait_until(lambda: all("ready." in log.read_text(errors="replace") for log in logs), 300,
-                                 what=f"{count} workers to be ready ({work})")
+                    # "ready." comes before the pool process has loaded the models; each pool
+                    # process logs "loaded model" once it has (classifier/inference.py).
+                    h.wait_until(lambda: all("loaded model" in log.read_text(errors="replace") for log in logs), 300,
+                                 what=f"{count} workers to load their models ({work})")
                     started = time.monotonic()
                     for photo_id in ids:
                         classify_photo.apply_async(args=[photo_id], queue="celery")

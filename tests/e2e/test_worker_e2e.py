@@ -5,78 +5,22 @@ MEDIA_ROOT as this test, and listens on a queue of its own so no other worker ta
 """
 
 import os
-import subprocess
-import sys
-import threading
 import time
-import uuid
-from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.db import connection
 from rest_framework.test import APIClient
 
 from classifier.models import ModelVersion, Photo, Prediction
 from tests.classifier.factories import UserFactory
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def _database_url() -> str:
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        name = db["NAME"]
-        if not name or name == ":memory:" or "mode=memory" in str(name):
-            pytest.skip("the worker cannot share an in-memory SQLite test database")
-        return f"sqlite:///{Path(name).resolve()}"
-    if connection.vendor == "postgresql":
-        auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-        return f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
-    pytest.skip(f"no e2e support for {connection.vendor}")
-
-
 @pytest.fixture
-def worker(tmp_path, settings):
-    redis_url = os.environ.get("REDIS_URL")
-    if not redis_url:
+def worker(request):
+    if not os.environ.get("REDIS_URL"):
         pytest.skip("needs REDIS_URL: a live Celery worker on the real Redis (CI sets it)")
-    queue = f"e2e-{uuid.uuid4().hex[:12]}"
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.CLASSIFIER_TASK_QUEUE = queue
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(),
-        "REDIS_URL": redis_url,
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "DJANGO_MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        "CLASSIFIER_TASK_QUEUE": queue,
-        "DJANGO_SETTINGS_MODULE": "butterflysite.settings",
-        "ML_ARTIFACTS_DIR": str(settings.ML_ARTIFACTS_DIR),
-        "PYTHONUNBUFFERED": "1",
-    }
-    celery = Path(sys.executable).parent / "celery"
-    command = [str(celery) if celery.exists() else "celery", "-A", "butterflysite", "worker", "-Q", queue,
-               "-n", f"{queue}@%h", "--concurrency", "1", "--loglevel", "INFO",
-               "--without-gossip", "--without-mingle", "--without-heartbeat"]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log: list[str] = []
-    reader = threading.Thread(target=lambda: log.extend(iter(process.stdout.readline, "")), daemon=True)
-    reader.start()
-    process.log = log
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        import redis
-
-        redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(queue)
+    return request.getfixturevalue("live_worker")
 
 
 @pytest.mark.django_db(transaction=True)
