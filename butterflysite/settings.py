@@ -121,6 +121,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {
         "NAME": env_str("DJANGO_TEST_SQLITE", str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3"))
     }
+if env_str("DJANGO_TEST_DATABASE_NAME"):
+    # Lets two test runs share one PostgreSQL server without fighting over "test_<name>".
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = env_str("DJANGO_TEST_DATABASE_NAME")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
