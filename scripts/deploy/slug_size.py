@@ -156,6 +156,10 @@ def main() -> int:
             "DJANGO_SECRET_KEY": "slug-build-only-" + "x" * 50,
             "DJANGO_ALLOWED_HOSTS": "example.com",
             "REDIS_URL": "redis://127.0.0.1:6379/0",
+            # Heroku exposes config vars to the build; collectstatic never talks to the bucket.
+            "AWS_STORAGE_BUCKET_NAME": "slug-build",
+            "AWS_ACCESS_KEY_ID": "slug-build",
+            "AWS_SECRET_ACCESS_KEY": "slug-build",
             "TF_CPP_MIN_LOG_LEVEL": "2",
         }
         base_python = str(Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}")
