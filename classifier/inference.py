@@ -80,6 +80,21 @@ def predict(model_version, image, top_k: int = 5):
         raise InferenceError(f"model {model_version} could not read the photo: {error}") from error
 
 
+def input_size(model_version) -> int:
+    """The square side, in pixels, the version's model takes (loads it if needed)."""
+    return get_predictor(model_version).metadata.input_size
+
+
+def predict_pixels(model_version, pixels, top_k: int = 5, extra_ms: float = 0.0):
+    """Run one model version once on a whole batch decoded with `ml.images.to_batch` at its
+    input size: one `ml.predict.Prediction` per row. `extra_ms` (decode time) goes into latency."""
+    predictor = get_predictor(model_version)
+    try:
+        return predictor.predict_pixels(pixels, top_k=top_k, extra_ms=extra_ms)
+    except ValueError as error:
+        raise InferenceError(f"model {model_version} could not run on the batch: {error}") from error
+
+
 def preload_active() -> None:
     """Load every active model version now, so the first task does not pay for it."""
     from classifier.selectors import model_version_list_active

@@ -66,6 +66,10 @@ class Photo(models.Model):
     # When the photo was last queued for classification (upload or retry).
     queued_at = models.DateTimeField(default=timezone.now)
     classified_at = models.DateTimeField(null=True, blank=True)
+    # A worker classifying this photo in a batch (classifier/services.py, photos_classify_batch):
+    # the claimant (its task id) and when the claim lapses, so a dead worker's photos are reclaimed.
+    claimed_by = models.CharField(max_length=64, blank=True, default="")
+    claim_expires = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

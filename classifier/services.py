@@ -6,14 +6,18 @@ import hashlib
 import io
 import json
 import logging
+import time
+import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -109,6 +113,11 @@ def photo_check_upload(upload) -> CheckedImage:
 def _reencode(content: bytes, max_side: int) -> bytes:
     """Upright (EXIF-transposed) RGB JPEG no larger than max_side, with no EXIF or other metadata."""
     with Image.open(io.BytesIO(content)) as image:
+        if image.format == "JPEG":
+            # Draft mode: libjpeg decodes at 1/2, 1/4 or 1/8 scale, still at least twice the target
+            # size (what thumbnail() would do, but it must happen before exif_transpose loads it).
+            scale = min(1.0, max_side / max(image.size))
+            image.draft(None, (max(1, int(image.width * scale * 2)), max(1, int(image.height * scale * 2))))
         image = ImageOps.exif_transpose(image)
         if image.mode in ("RGBA", "LA", "P"):
             image = image.convert("RGBA")
@@ -182,12 +191,17 @@ def photo_create(*, owner, upload) -> Photo:
     return photos_create(owner=owner, uploads=[upload])[0]
 
 
-def _enqueue_classification(photo_id: int) -> None:
+def _enqueue_classification(photo_id: int, countdown: float | None = None) -> None:
     from classifier.tasks import classify_photo
 
     transaction.on_commit(
-        lambda: classify_photo.apply_async(args=[photo_id], queue=settings.CLASSIFIER_TASK_QUEUE)
+        lambda: classify_photo.apply_async(args=[photo_id], queue=settings.CLASSIFIER_TASK_QUEUE, countdown=countdown)
     )
+
+
+def photo_recheck_later(*, photo_id: int) -> None:
+    """Queues another classify task for the photo after CLASSIFIER_CLAIM_RECHECK_SECONDS."""
+    _enqueue_classification(photo_id, countdown=settings.CLASSIFIER_CLAIM_RECHECK_SECONDS)
 
 
 def photo_delete(*, photo: Photo) -> None:
@@ -218,43 +232,199 @@ class NoActiveModel(Exception):
     pass
 
 
+class PhotoClaimed(Exception):
+    """Another worker has the photo in the batch it is classifying, and its claim has not lapsed."""
+
+    def __init__(self, photo_id: int, expires):
+        super().__init__(f"photo {photo_id} is being classified by another worker (claim until {expires})")
+        self.photo_id, self.expires = photo_id, expires
+
+
 def photo_classify(*, photo_id: int) -> Photo:
     """Runs every active model version the photo has no prediction from yet; idempotent.
 
-    Raises Photo.DoesNotExist (deleted meanwhile), NoActiveModel, inference.InferenceError.
+    Raises Photo.DoesNotExist (deleted meanwhile), NoActiveModel, inference.InferenceError,
+    PhotoClaimed (another worker is classifying it).
+    """
+    return photos_classify_batch(photo_id=photo_id, batch_size=1)[0]
+
+
+def photos_classify_batch(*, photo_id: int, batch_size: int | None = None, claimant: str | None = None) -> list[Photo]:
+    """Classifies the photo and, in the same batch, up to `batch_size - 1` other photos that are
+    waiting (pending, unclaimed): each photo is decoded once per input size, then each active
+    model runs once on the whole batch. Idempotent; returns the classified photos, this one first.
+
+    `claimant` (the task id: a re-delivered task takes its own claims straight back) marks the
+    claimed photos until CLASSIFIER_CLAIM_SECONDS from now, so concurrent workers never take the
+    same photo and a dead worker's photos are taken over once its claim lapses. The other photos'
+    own tasks later find them done. Raises like photo_classify.
     """
     from classifier.selectors import model_version_list_active
 
+    batch_size = settings.CLASSIFIER_BATCH_SIZE if batch_size is None else max(1, int(batch_size))
+    claimant = (claimant or uuid.uuid4().hex)[:64]
     photo = Photo.objects.get(pk=photo_id)
     versions = model_version_list_active()
     inference.forget_inactive([v.pk for v in versions])
     if not versions:
         raise NoActiveModel("No model is active; staff must activate one in the admin.")
-    done = set(photo.predictions.values_list("model_version_id", flat=True))
-    todo = [v for v in versions if v.pk not in done]
-    if todo:
-        with default_storage.open(photo.original.name, "rb") as file:
-            content = file.read()
-        with Image.open(io.BytesIO(content)) as image:
-            image.load()
-            for version in todo:
-                result = inference.predict(version, image, top_k=5)
-                prediction_store(photo=photo, model_version=version, result=result)
-    Photo.objects.filter(pk=photo.pk).update(status=Photo.Status.DONE, failure_reason="", classified_at=timezone.now())
-    photo.refresh_from_db()
-    return photo
+    if not _missing_versions([photo], versions)[photo.pk]:
+        # Nothing to run (e.g. another task's batch classified it): just make sure it says so.
+        Photo.objects.filter(pk=photo.pk).exclude(status=Photo.Status.DONE).update(
+            status=Photo.Status.DONE, failure_reason="", classified_at=timezone.now(), claimed_by="", claim_expires=None
+        )
+        photo.refresh_from_db()
+        return [photo]
+    batch = photos_claim(photo_id=photo.pk, claimant=claimant, limit=batch_size)
+    try:
+        done_ids = _classify_claimed(batch, versions, own_id=photo.pk, claimant=claimant)
+    except BaseException:
+        photos_release(claimant=claimant, photo_ids=[p.pk for p in batch])
+        raise
+    Photo.objects.filter(pk__in=done_ids).update(
+        status=Photo.Status.DONE, failure_reason="", classified_at=timezone.now(), claimed_by="", claim_expires=None
+    )
+    photos = {p.pk: p for p in Photo.objects.filter(pk__in=done_ids)}
+    if photo.pk not in photos:
+        raise Photo.DoesNotExist(f"photo {photo.pk} was deleted during classification")
+    return [photos[photo.pk]] + [photos[i] for i in done_ids if i != photo.pk and i in photos]
 
 
-def prediction_store(*, photo: Photo, model_version: ModelVersion, result) -> Prediction:
-    """Stores one model's result; a second call for the same (photo, version) changes nothing."""
+def _claimable(claimant: str, now) -> Q:
+    return Q(claimed_by="") | Q(claimed_by=claimant) | Q(claim_expires__lt=now)
+
+
+def photos_claim(*, photo_id: int, claimant: str, limit: int) -> list[Photo]:
+    """Claims the photo (whatever its status) and up to `limit - 1` pending photos nobody holds,
+    oldest first. Each row is taken by a conditional UPDATE, so two claimers never get the same
+    photo (PostgreSQL also skips rows another claimer has locked). Raises PhotoClaimed when
+    another live claimant holds the photo itself, Photo.DoesNotExist when it is gone."""
+    now = timezone.now()
+    expires = now + timedelta(seconds=settings.CLASSIFIER_CLAIM_SECONDS)
+    claimable = _claimable(claimant, now)
+    with transaction.atomic():
+        # On SQLite this first write takes the database's write lock for the whole transaction.
+        if not Photo.objects.filter(pk=photo_id).filter(claimable).update(claimed_by=claimant, claim_expires=expires):
+            holder = Photo.objects.filter(pk=photo_id).values_list("claim_expires", flat=True).first()
+            if holder is None and not Photo.objects.filter(pk=photo_id).exists():
+                raise Photo.DoesNotExist(f"photo {photo_id} does not exist")
+            raise PhotoClaimed(photo_id, holder)
+        others: list[int] = []
+        if limit > 1:
+            waiting = (
+                Photo.objects.filter(status=Photo.Status.PENDING)
+                .filter(claimable)
+                .exclude(pk=photo_id)
+                .order_by("queued_at", "pk")
+            )
+            if connection.features.has_select_for_update_skip_locked:
+                waiting = waiting.select_for_update(skip_locked=True)
+            others = list(waiting.values_list("pk", flat=True)[: limit - 1])
+            if others:
+                Photo.objects.filter(pk__in=others).filter(claimable).update(claimed_by=claimant, claim_expires=expires)
+    claimed = {p.pk: p for p in Photo.objects.filter(pk__in=[photo_id, *others], claimed_by=claimant)}
+    return [claimed[i] for i in [photo_id, *others] if i in claimed]
+
+
+def photos_release(*, claimant: str, photo_ids) -> None:
+    """Gives up a claim (left to the photos' own tasks), e.g. after an error in the batch."""
+    Photo.objects.filter(pk__in=list(photo_ids), claimed_by=claimant).update(claimed_by="", claim_expires=None)
+
+
+def _missing_versions(photos, versions) -> dict[int, list[ModelVersion]]:
+    done: dict[int, set[int]] = {p.pk: set() for p in photos}
+    rows = Prediction.objects.filter(photo__in=[p.pk for p in photos], model_version__in=[v.pk for v in versions])
+    for photo_id, version_id in rows.values_list("photo_id", "model_version_id"):
+        done[photo_id].add(version_id)
+    return {p.pk: [v for v in versions if v.pk not in done[p.pk]] for p in photos}
+
+
+def _classify_claimed(batch: list[Photo], versions, *, own_id: int, claimant: str) -> list[int]:
+    """Decodes each photo once per input size and runs each model once on the batch; stores the
+    predictions. A photo of another task that cannot be read is released to its own task (which
+    reports the error); this task's own photo raises. Returns the ids classified."""
+    import numpy as np
+
+    from ml import images
+
+    todo = _missing_versions(batch, versions)
+    needed = [v for v in versions if any(v in todo[p.pk] for p in batch)]
+    sizes = {v.pk: inference.input_size(v) for v in needed}
+    contents: dict[int, bytes] = {}
+    dropped: list[int] = []
+    for photo in batch:
+        if not todo[photo.pk]:
+            continue
+        try:
+            with default_storage.open(photo.original.name, "rb") as file:
+                contents[photo.pk] = file.read()
+        except OSError:
+            if photo.pk == own_id:
+                raise
+            logger.warning("photo %s left to its own task: its file cannot be read", photo.pk)
+            dropped.append(photo.pk)
+    # One decode + resize per photo and input size, shared by every model of that size.
+    decoded: dict[int, tuple[dict[int, int], np.ndarray, float]] = {}
+    for size in sorted(set(sizes.values())):
+        started = time.perf_counter()
+        rows, index = [], {}
+        for photo in batch:
+            if photo.pk in contents and photo.pk not in dropped and any(sizes[v.pk] == size for v in todo[photo.pk]):
+                try:
+                    rows.append(images.to_array(io.BytesIO(contents[photo.pk]), size))
+                except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+                    if photo.pk == own_id:
+                        raise
+                    logger.warning("photo %s left to its own task: it does not decode", photo.pk, exc_info=True)
+                    dropped.append(photo.pk)
+                    continue
+                index[photo.pk] = len(rows) - 1
+        pixels = np.stack(rows) if rows else np.zeros((0, size, size, 3), np.float32)
+        decoded[size] = (index, pixels, (time.perf_counter() - started) * 1000 / max(len(rows), 1))
+    if dropped:
+        photos_release(claimant=claimant, photo_ids=dropped)
+    for version in needed:
+        index, pixels, decode_ms = decoded[sizes[version.pk]]
+        ids = [p.pk for p in batch if version in todo[p.pk] and p.pk in index and p.pk not in dropped]
+        if not ids:
+            continue
+        rows = [index[i] for i in ids]
+        batch_pixels = pixels if rows == list(range(len(pixels))) else pixels[rows]
+        results = inference.predict_pixels(version, batch_pixels, top_k=5, extra_ms=decode_ms * len(ids))
+        predictions_store_many(model_version=version, results=list(zip(ids, results)))
+    return [p.pk for p in batch if p.pk not in dropped]
+
+
+def _prediction_fields(result) -> dict:
     top = [{"label": item.label, "probability": round(float(item.probability), 6)} for item in result.top]
-    defaults = {
+    return {
         "top": top,
         "label": top[0]["label"],
         "probability": top[0]["probability"],
         "unknown": bool(result.unknown),
         "latency_ms": round(float(result.latency_ms), 2),
     }
+
+
+def predictions_store_many(*, model_version: ModelVersion, results) -> None:
+    """Stores one model's results for many photos ((photo_id, result) pairs) in one statement;
+    pairs already stored are left as they are (unique per photo and version), deleted photos skipped."""
+    rows = [Prediction(photo_id=photo_id, model_version=model_version, **_prediction_fields(result))
+            for photo_id, result in results]
+    try:
+        with transaction.atomic():
+            Prediction.objects.bulk_create(rows, ignore_conflicts=True)
+    except IntegrityError:  # a photo was deleted meanwhile: store the others one by one
+        for photo_id, result in results:
+            try:
+                prediction_store(photo=Photo(pk=photo_id), model_version=model_version, result=result)
+            except Prediction.DoesNotExist:
+                logger.info("photo %s was deleted during classification", photo_id)
+
+
+def prediction_store(*, photo: Photo, model_version: ModelVersion, result) -> Prediction:
+    """Stores one model's result; a second call for the same (photo, version) changes nothing."""
+    defaults = _prediction_fields(result)
     try:
         with transaction.atomic():
             prediction, _ = Prediction.objects.get_or_create(photo=photo, model_version=model_version, defaults=defaults)

@@ -16,8 +16,15 @@ RETRYABLE = (inference.InferenceError, services.NoActiveModel, DatabaseError, OS
 
 @shared_task(bind=True, max_retries=3, acks_late=True)
 def classify_photo(self, photo_id: int) -> None:
+    # Classifies this photo together with up to CLASSIFIER_BATCH_SIZE - 1 others that are waiting;
+    # their own tasks then find them done. The task id is the claimant, so a re-delivered task
+    # (acks_late, worker lost) takes its claims straight back.
     try:
-        services.photo_classify(photo_id=photo_id)
+        services.photos_classify_batch(photo_id=photo_id, claimant=self.request.id)
+    except services.PhotoClaimed:
+        # Another worker's batch holds it: look again later (done by then, or its claim lapsed).
+        logger.info("photo %s is in another worker's batch; checking again later", photo_id)
+        services.photo_recheck_later(photo_id=photo_id)
     except Photo.DoesNotExist:
         logger.info("photo %s was deleted before classification", photo_id)
     except RETRYABLE as error:
