@@ -102,6 +102,10 @@ def photo_check_upload(upload) -> CheckedImage:
                 raise UploadError(f"{_client_name(upload)} is animated; upload a single still photo.", code="animated")
             image.verify()
         with Image.open(io.BytesIO(content)) as image:
+            if image.format == "JPEG":
+                # The whole entropy-coded stream is still read (truncation and corruption are
+                # caught), but libjpeg skips most of the inverse DCT: a 12 MP photo in ~1/5 the time.
+                image.draft(None, (max(1, width // 8), max(1, height // 8)))
             image.load()
     except UploadError:
         raise
@@ -114,10 +118,11 @@ def _reencode(content: bytes, max_side: int) -> bytes:
     """Upright (EXIF-transposed) RGB JPEG no larger than max_side, with no EXIF or other metadata."""
     with Image.open(io.BytesIO(content)) as image:
         if image.format == "JPEG":
-            # Draft mode: libjpeg decodes at 1/2, 1/4 or 1/8 scale, still at least twice the target
-            # size (what thumbnail() would do, but it must happen before exif_transpose loads it).
+            # Draft mode: libjpeg decodes at 1/2, 1/4 or 1/8 scale, still at least the target size
+            # (it must happen before exif_transpose loads the image); LANCZOS takes it from there.
+            # A 4000x3000 upload: display from a 2000x1500 decode, thumbnail from 500x375.
             scale = min(1.0, max_side / max(image.size))
-            image.draft(None, (max(1, int(image.width * scale * 2)), max(1, int(image.height * scale * 2))))
+            image.draft(None, (max(1, round(image.width * scale)), max(1, round(image.height * scale))))
         image = ImageOps.exif_transpose(image)
         if image.mode in ("RGBA", "LA", "P"):
             image = image.convert("RGBA")

@@ -236,7 +236,8 @@ def test_two_workers_classifying_at_once_run_each_photo_through_each_model_once(
 
 
 def test_upload_reencoding_decodes_large_jpegs_in_draft_mode(monkeypatch):
-    """The display and thumbnail copies of a large JPEG come from a reduced-scale decode."""
+    """The display and thumbnail copies of a large JPEG come from a reduced-scale decode, and the
+    upload check decodes it at 1/8 scale (a truncated file is still refused: test_uploads.py)."""
     from PIL import JpegImagePlugin
 
     drafts = []
@@ -250,11 +251,32 @@ def test_upload_reencoding_decodes_large_jpegs_in_draft_mode(monkeypatch):
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", recording)
     content = image_bytes("JPEG", size=(4000, 3000))
     from PIL import Image
-    import io
 
-    for max_side, decoded in ((services.DISPLAY_MAX_SIDE, (4000, 3000)), (services.THUMBNAIL_MAX_SIDE, (1000, 750))):
+    for max_side, decoded in ((services.DISPLAY_MAX_SIDE, (2000, 1500)), (services.THUMBNAIL_MAX_SIDE, (500, 375))):
         drafts.clear()
         out = Image.open(io.BytesIO(services._reencode(content, max_side)))
         assert max(out.size) == max_side and out.size[0] / out.size[1] == pytest.approx(4 / 3, rel=0.01)
         # After draft() the image reports the reduced size it will decode at.
         assert [size for size, _ in drafts] == [decoded], drafts
+    drafts.clear()
+
+    class Upload(io.BytesIO):
+        name, size = "big.jpg", len(content)
+
+    checked = services.photo_check_upload(Upload(content))
+    assert (checked.width, checked.height) == (4000, 3000)
+    assert [size for size, _ in drafts] == [(500, 375)]
+
+
+def test_a_truncated_large_jpeg_is_still_refused():
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.effect_noise((4000, 3000), 64).convert("RGB").save(out, "JPEG", quality=90)
+    content = out.getvalue()[: len(out.getvalue()) * 2 // 3]
+
+    class Upload(io.BytesIO):
+        name, size = "cut.jpg", len(content)
+
+    with pytest.raises(services.UploadError, match="cannot be read|can be read"):
+        services.photo_check_upload(Upload(content))
