@@ -1,5 +1,6 @@
 """Serving private media: only through views that have already checked who may see the photo."""
 
+from django.conf import settings
 from django.core.files.storage import FileSystemStorage, default_storage
 from django.http import FileResponse, Http404, HttpResponseRedirect
 
@@ -12,8 +13,12 @@ def photo_file_response(photo, kind: str):
         raise Http404("No such image.")
     name = getattr(photo, field).name or photo.original.name
     if not isinstance(default_storage, FileSystemStorage):
-        # Private bucket: a short-lived signed URL (AWS_QUERYSTRING_AUTH).
+        # Private bucket: a short-lived signed URL (AWS_QUERYSTRING_AUTH). The browser may reuse
+        # the redirect only while the URL it points to is still valid.
         response = HttpResponseRedirect(default_storage.url(name))
+        lifetime = getattr(settings, "AWS_QUERYSTRING_EXPIRE", 300)
+        response["Cache-Control"] = f"private, max-age={max(0, lifetime // 2)}"
+        return response
     else:
         try:
             handle = default_storage.open(name, "rb")

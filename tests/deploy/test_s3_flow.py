@@ -155,6 +155,8 @@ def test_upload_classify_view_delete_against_a_private_bucket(site, butterflies_
     redirect = alice.request("GET", f"/photos/{photo_id}/original.jpg")
     assert redirect.status_code == 302, redirect.status_code
     signed = redirect.headers["Location"]
+    # Cached no longer than the signed URL it points to stays valid (AWS_QUERYSTRING_EXPIRE, 300 s).
+    assert redirect.headers["Cache-Control"] == "private, max-age=150", redirect.headers["Cache-Control"]
     query = parse_qs(urlsplit(signed).query)
     assert urlsplit(signed).path == f"/{bucket['name']}/{original_key}"
     assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"] and query["X-Amz-Signature"][0]
