@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "classifier",
+    "retraining",
 ]
 
 MIDDLEWARE = [

@@ -29,6 +29,19 @@ class ModelVersion(models.Model):
     is_active = models.BooleanField(default=True)
     is_default = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
+    # 1 for a shipped or first model of this name; each retrain of it adds one.
+    number = models.PositiveIntegerField(default=1)
+    # sha256 over the (path, content) of every training photo (ml.data.fingerprint).
+    training_data_fingerprint = models.CharField(max_length=100, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # The version this one was trained to replace: where a roll back returns to.
+    replaces = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="replaced_by"
+    )
+    # Photos whose staff labels trained it: left out of its field accuracy, which must be held out.
+    training_photo_ids = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-is_default", "name", "-created_at"]
@@ -70,6 +83,9 @@ class Photo(models.Model):
     # the claimant (its task id) and when the claim lapses, so a dead worker's photos are reclaimed.
     claimed_by = models.CharField(max_length=64, blank=True, default="")
     claim_expires = models.DateTimeField(null=True, blank=True)
+    # Why the current label deserves a second look (e.g. the models strongly say otherwise);
+    # blank when it does not. Flagged labels are left out of retraining until confirmed.
+    label_flag = models.CharField(max_length=300, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -110,6 +126,8 @@ class LabelCorrection(models.Model):
     )
     old_label = models.CharField(max_length=200, blank=True)
     new_label = models.CharField(max_length=200)
+    # A reviewer agreed with the label shown (the prediction, or a flagged label): a label too.
+    is_confirmation = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
