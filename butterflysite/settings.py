@@ -264,6 +264,12 @@ CLASSIFIER_CLAIM_SECONDS = env_int("CLASSIFIER_CLAIM_SECONDS", 120)
 # A task whose photo another worker has claimed checks again after this many seconds.
 CLASSIFIER_CLAIM_RECHECK_SECONDS = float(env_str("CLASSIFIER_CLAIM_RECHECK_SECONDS", "2"))
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# The sweep (Celery beat, every CLASSIFIER_SWEEP_INTERVAL_SECONDS; also `manage.py
+# sweep_pending_photos`) sends the classify task again for photos pending longer than
+# CLASSIFIER_SWEEP_PENDING_SECONDS: their task was lost (broker down at upload). docs/reliability.md
+CLASSIFIER_SWEEP_PENDING_SECONDS = env_int("CLASSIFIER_SWEEP_PENDING_SECONDS", 300)
+CLASSIFIER_SWEEP_INTERVAL_SECONDS = env_int("CLASSIFIER_SWEEP_INTERVAL_SECONDS", 60)
+CELERY_BEAT_SCHEDULE_FILENAME = env_str("CELERY_BEAT_SCHEDULE_FILENAME", str(VAR_DIR / "celerybeat-schedule"))
 
 # Cache: Redis in production (shared by all processes, needed for rate limits), else files.
 if REDIS_URL:
