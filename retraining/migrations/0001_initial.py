@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('classifier', '0003_labelcorrection_is_confirmation_and_more'),
+        ('classifier', '0003_model_versions_and_label_review'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
