@@ -2,7 +2,8 @@
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import FileResponse, Http404
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -73,6 +74,17 @@ class ModelVersionFilter(admin.SimpleListFilter):
         return queryset
 
 
+class LabelFlagFilter(admin.SimpleListFilter):
+    title = "label quality"
+    parameter_name = "label_flag"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Flagged for a second look")]
+
+    def queryset(self, request, queryset):
+        return queryset.exclude(label_flag="") if self.value() == "yes" else queryset
+
+
 class PredictionInline(admin.TabularInline):
     model = Prediction
     extra = 0
@@ -98,7 +110,7 @@ class LabelCorrectionInline(admin.TabularInline):
     model = LabelCorrection
     extra = 0
     can_delete = False
-    fields = ["created_at", "corrected_by", "old_label", "new_label"]
+    fields = ["created_at", "corrected_by", "old_label", "new_label", "is_confirmation"]
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):
@@ -110,19 +122,20 @@ class LabelCorrectionInline(admin.TabularInline):
 
 @admin.register(Photo)
 class PhotoAdmin(admin.ModelAdmin):
-    list_display = ["thumb", "id", "owner", "created_at", "status", "predicted", "agreement", "unsure_flag", "label"]
+    list_display = ["thumb", "id", "owner", "created_at", "status", "predicted", "agreement", "unsure_flag", "label", "flagged"]
     list_display_links = ["thumb", "id"]
-    list_filter = [DisagreeFilter, LowConfidenceFilter, CorrectedFilter, SpeciesFilter, ModelVersionFilter, "status"]
+    list_filter = [DisagreeFilter, LowConfidenceFilter, CorrectedFilter, LabelFlagFilter, SpeciesFilter, ModelVersionFilter, "status"]
     search_fields = ["owner__username", "sha256", "label"]
     list_select_related = ["owner"]
     actions = ["correct_label_action"]
     inlines = [PredictionInline, LabelCorrectionInline]
     readonly_fields = [
-        "preview", "owner", "status", "failure_reason", "label", "sha256", "size_bytes", "width", "height",
+        "preview", "owner", "status", "failure_reason", "label", "label_flag", "sha256", "size_bytes", "width", "height",
         "image_format", "created_at", "queued_at", "classified_at", "correct_link",
     ]
     fields = readonly_fields
     change_form_template = "admin/classifier/photo/change_form.html"
+    change_list_template = "admin/classifier/photo/change_list.html"
 
     def get_queryset(self, request):
         return selectors.photo_annotate(super().get_queryset(request))
@@ -134,6 +147,7 @@ class PhotoAdmin(admin.ModelAdmin):
         urls = [
             path("<int:photo_id>/image/<str:kind>/", self.admin_site.admin_view(self.image_view), name="classifier_photo_image"),
             path("<int:photo_id>/correct/", self.admin_site.admin_view(self.correct_view), name="classifier_photo_correct"),
+            path("review/", self.admin_site.admin_view(self.review_view), name="classifier_photo_review"),
         ]
         return urls + super().get_urls()
 
@@ -169,6 +183,62 @@ class PhotoAdmin(admin.ModelAdmin):
     @admin.display(description="unsure", boolean=True)
     def unsure_flag(self, photo):
         return getattr(photo, "unsure", None)
+
+    @admin.display(description="flag", boolean=True)
+    def flagged(self, photo):
+        return bool(photo.label_flag) if photo.label else None
+
+    def review_view(self, request):
+        """The review queue: one photo at a time, the one a human look is worth most, large, with
+        every candidate species as a button (keys 1-9), confirm/correct, skip (s)."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        skipped = [int(i) for i in request.session.get("review_skipped", []) if str(i).isdigit()]
+        if request.method == "POST":
+            photo = selectors.photo_get_for_staff(request.POST.get("photo_id"))
+            if "skip" in request.POST:
+                request.session["review_skipped"] = (skipped + [photo.pk])[-500:]
+                return redirect("admin:classifier_photo_review")
+            try:
+                label = (request.POST.get("label") or "").strip()
+                shown = selectors.photo_annotate(Photo.objects.filter(pk=photo.pk)).values_list("effective_label", flat=True)[0]
+                if label and label == shown:
+                    services.label_confirm(photo=photo, confirmed_by=request.user, label=label)
+                    self.message_user(request, f"Photo {photo.pk}: “{label}” confirmed.", messages.SUCCESS)
+                else:
+                    services.label_correct(photo=photo, new_label=label, corrected_by=request.user)
+                    photo.refresh_from_db()
+                    note = f" Flagged for a second look: {photo.label_flag}" if photo.label_flag else ""
+                    self.message_user(request, f"Photo {photo.pk}: label set to “{label}”.{note}",
+                                      messages.WARNING if note else messages.SUCCESS)
+            except ValidationError as error:
+                self.message_user(request, " ".join(error.messages), messages.ERROR)
+                return redirect(f"{reverse('admin:classifier_photo_review')}?photo={photo.pk}")
+            return redirect("admin:classifier_photo_review")
+        if "reset" in request.GET:
+            request.session["review_skipped"] = []
+            skipped = []
+        queue = selectors.photo_review_queue(limit=9, exclude_ids=skipped)
+        wanted = request.GET.get("photo")
+        if wanted and wanted.isdigit():
+            item = selectors.photo_review_item(int(wanted))
+        else:
+            item = queue[0] if queue else None
+        shown = ""
+        if item is not None:
+            shown = selectors.photo_annotate(Photo.objects.filter(pk=item.photo.pk)).values_list("effective_label", flat=True)[0] or ""
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Review queue",
+            "item": item,
+            "shown_label": shown,
+            "upcoming": [i for i in queue if item is None or i.photo.pk != item.photo.pk][:8],
+            "remaining": selectors.photo_review_count(),
+            "n_skipped": len(skipped),
+            "choices": selectors.label_choices(),
+        }
+        return TemplateResponse(request, "admin/classifier/photo/review.html", context)
 
     @admin.display(description="correct the label")
     def correct_link(self, photo):
@@ -246,17 +316,63 @@ class LabelCorrectionAdmin(admin.ModelAdmin):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ["name", "version", "backbone", "is_active", "is_default", "n_classes", "artifact_path", "created_at"]
-    list_filter = ["is_active", "is_default", "backbone"]
-    readonly_fields = ["name", "version", "backbone", "classes", "metrics", "unknown_threshold", "artifact_path", "is_active", "is_default", "created_at"]
-    actions = ["activate", "deactivate", "make_default"]
+    list_display = ["name", "number", "version", "backbone", "is_active", "is_default", "test_top1", "test_top5",
+                    "field_accuracy", "n_classes", "created_by", "created_at"]
+    list_filter = ["is_active", "is_default", "backbone", "name"]
+    readonly_fields = ["name", "number", "version", "backbone", "classes", "metrics", "unknown_threshold", "artifact_path",
+                       "training_data_fingerprint", "created_by", "replaces", "is_active", "is_default", "created_at"]
+    actions = ["activate", "deactivate", "make_default", "roll_back", "reclassify"]
+    change_form_template = "admin/classifier/modelversion/change_form.html"
 
     def has_add_permission(self, request):
         return False  # versions are registered from artifacts (migrate registers the shipped ones)
 
+    def get_urls(self):
+        return [
+            path("<int:version_id>/confusion_matrix.png", self.admin_site.admin_view(self.confusion_matrix_view),
+                 name="classifier_modelversion_confusion_matrix"),
+        ] + super().get_urls()
+
+    def confusion_matrix_view(self, request, version_id):
+        version = ModelVersion.objects.filter(pk=version_id).first()
+        if version is None or not self.has_view_permission(request, version):
+            raise Http404("No such model version.")
+        report = selectors.model_version_benchmark_report(version)
+        if not report or not report["confusion_matrix"]:
+            raise Http404("This version has no confusion matrix.")
+        return FileResponse(open(report["confusion_matrix"], "rb"), content_type="image/png")
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        version = ModelVersion.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
+        extra_context = dict(extra_context or {})
+        if version is not None:
+            report = selectors.model_version_benchmark_report(version)
+            if report:
+                report["per_class_rows"] = sorted(report["per_class"].items(), key=lambda kv: (kv[1]["recall"] or 0, kv[0]))
+            extra_context.update({
+                "benchmark": report,
+                "field": selectors.model_version_field_accuracy(version),
+            })
+        return super().change_view(request, object_id, form_url, extra_context)
+
     @admin.display(description="classes")
     def n_classes(self, version):
         return len(version.classes or [])
+
+    @admin.display(description="benchmark top-1")
+    def test_top1(self, version):
+        value = (version.metrics or {}).get("test_top1")
+        return f"{100 * value:.2f}%" if isinstance(value, (int, float)) else "—"
+
+    @admin.display(description="benchmark top-5")
+    def test_top5(self, version):
+        value = (version.metrics or {}).get("test_top5")
+        return f"{100 * value:.2f}%" if isinstance(value, (int, float)) else "—"
+
+    @admin.display(description="field accuracy")
+    def field_accuracy(self, version):
+        field = selectors.model_version_field_accuracy(version)
+        return f"{100 * field['accuracy']:.1f}% of {field['n']}" if field["n"] else "—"
 
     @admin.action(description="Activate selected model versions", permissions=["change"])
     def activate(self, request, queryset):
@@ -277,3 +393,24 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return
         services.model_version_make_default(model_version=queryset.get())
         self.message_user(request, "Default model changed.", messages.SUCCESS)
+
+    @admin.action(description="Roll back: return to the version the selected one replaced", permissions=["change"])
+    def roll_back(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one version.", messages.ERROR)
+            return
+        try:
+            previous = services.model_version_roll_back(model_version=queryset.get())
+        except ValidationError as error:
+            self.message_user(request, " ".join(error.messages), messages.ERROR)
+            return
+        self.message_user(request, f"Rolled back: {previous} is the active default again.", messages.SUCCESS)
+
+    @admin.action(description="Re-classify every photo with the selected version (background task)", permissions=["change"])
+    def reclassify(self, request, queryset):
+        from retraining.services import photos_reclassify_request
+
+        for version in queryset:
+            photos_reclassify_request(model_version=version)
+        self.message_user(request, f"Queued: photos without a prediction from {', '.join(map(str, queryset))} "
+                                   "will be classified by a worker.", messages.SUCCESS)

@@ -446,24 +446,79 @@ def photo_mark_failed(*, photo_id: int, reason: str) -> None:
 
 # Labels
 
+# A label is flagged for a second look when every active model that classified the photo puts
+# another species at least this high and the label itself at most LABEL_FLAG_MAX_LABEL_PROBABILITY.
+LABEL_FLAG_PROBABILITY = 0.8
+LABEL_FLAG_MAX_LABEL_PROBABILITY = 0.05
 
-def label_correct(*, photo: Photo, new_label: str, corrected_by) -> LabelCorrection | None:
-    """Sets the photo's label and appends who/when/old/new; None when the label is unchanged."""
-    from classifier.selectors import label_choices, photo_annotate
+
+def _label_flag_reason(photo_id: int, label: str) -> str:
+    """Why the current models strongly contradict `label`, or "" when they do not."""
+    if label == NOT_A_BUTTERFLY:
+        return ""
+    predictions = list(
+        Prediction.objects.filter(photo_id=photo_id, model_version__is_active=True).select_related("model_version")
+    )
+    if not predictions:
+        return ""
+    reasons = []
+    for prediction in predictions:
+        label_probability = next((t["probability"] for t in prediction.top if t["label"] == label), 0.0)
+        if prediction.label == label or prediction.probability < LABEL_FLAG_PROBABILITY:
+            return ""
+        if label_probability > LABEL_FLAG_MAX_LABEL_PROBABILITY:
+            return ""
+        reasons.append(
+            f"{prediction.model_version.name} says {prediction.label} at {prediction.probability:.0%} "
+            f"({label}: {label_probability:.0%})"
+        )
+    return "; ".join(reasons)[:300]
+
+
+def _check_label(new_label: str) -> str:
+    from classifier.selectors import label_choices
 
     new_label = (new_label or "").strip()
     if new_label not in label_choices():
         raise ValidationError(f'"{new_label}" is not a species of an active model nor "{NOT_A_BUTTERFLY}".')
+    return new_label
+
+
+def label_correct(*, photo: Photo, new_label: str, corrected_by) -> LabelCorrection | None:
+    """Sets the photo's label and appends who/when/old/new; None when the label is unchanged.
+    A label the current models strongly contradict is flagged for a second look."""
+    from classifier.selectors import photo_annotate
+
+    new_label = _check_label(new_label)
     with transaction.atomic():
         locked = Photo.objects.select_for_update().get(pk=photo.pk)
         old_label = photo_annotate(Photo.objects.filter(pk=photo.pk)).values_list("effective_label", flat=True)[0] or ""
         if locked.label == new_label:
             return None
         correction = LabelCorrection.objects.create(
-            photo=locked, corrected_by=corrected_by, old_label=old_label, new_label=new_label
+            photo=locked, corrected_by=corrected_by, old_label=old_label, new_label=new_label,
+            is_confirmation=old_label == new_label,
         )
-        Photo.objects.filter(pk=photo.pk).update(label=new_label)
-    photo.label = new_label
+        flag = _label_flag_reason(photo.pk, new_label)
+        Photo.objects.filter(pk=photo.pk).update(label=new_label, label_flag=flag)
+    photo.label, photo.label_flag = new_label, flag
+    return correction
+
+
+def label_confirm(*, photo: Photo, confirmed_by, label: str | None = None) -> LabelCorrection:
+    """A reviewer agrees with the label shown (the default model's prediction, or the current,
+    possibly flagged, label): recorded as a confirmation, which is a label too, and clears the flag."""
+    from classifier.selectors import photo_annotate
+
+    with transaction.atomic():
+        locked = Photo.objects.select_for_update().get(pk=photo.pk)
+        shown = photo_annotate(Photo.objects.filter(pk=photo.pk)).values_list("effective_label", flat=True)[0] or ""
+        label = _check_label(label if label is not None else shown)
+        correction = LabelCorrection.objects.create(
+            photo=locked, corrected_by=confirmed_by, old_label=shown, new_label=label, is_confirmation=shown == label
+        )
+        Photo.objects.filter(pk=photo.pk).update(label=label, label_flag="")
+    photo.label, photo.label_flag = label, ""
     return correction
 
 
@@ -472,6 +527,22 @@ def labels_correct_bulk(*, photos, new_label: str, corrected_by) -> int:
     with transaction.atomic():
         changed = [label_correct(photo=photo, new_label=new_label, corrected_by=corrected_by) for photo in photos]
     return sum(1 for c in changed if c is not None)
+
+
+def labels_flag_contradicted() -> int:
+    """Re-checks every staff label against the active models (e.g. after a new version is
+    promoted): flags the ones they strongly contradict. Returns how many are flagged now.
+    Labels a reviewer confirmed after the models' predictions are left alone."""
+    flagged = 0
+    for photo_id, label in Photo.objects.exclude(label="").filter(label_flag="").values_list("pk", "label"):
+        last = LabelCorrection.objects.filter(photo_id=photo_id).order_by("-created_at", "-id").first()
+        newest_prediction = Prediction.objects.filter(photo_id=photo_id).order_by("-created_at").first()
+        if last and last.is_confirmation and newest_prediction and last.created_at >= newest_prediction.created_at:
+            continue
+        reason = _label_flag_reason(photo_id, label)
+        if reason:
+            flagged += Photo.objects.filter(pk=photo_id, label=label).update(label_flag=reason)
+    return flagged
 
 
 # Model versions
@@ -538,6 +609,7 @@ def _model_version_register(*, artifact_dir, active, default, using) -> tuple[Mo
                 "unknown_threshold": float(data.get("unknown_threshold") or 0.0),
                 "artifact_path": location,
                 "is_active": active,
+                "training_data_fingerprint": str(data.get("training_data_fingerprint", ""))[:100],
             },
         )
         # The directory now holds this version: older versions registered from it are retired.
@@ -555,6 +627,46 @@ def model_version_make_default(*, model_version: ModelVersion, using: str = "def
         ModelVersion.objects.using(using).filter(pk=model_version.pk).update(is_default=True, is_active=True)
     model_version.is_default, model_version.is_active = True, True
     return model_version
+
+
+def model_version_register_trained(*, artifact_dir, number: int, created_by=None, replaces: ModelVersion | None = None,
+                                   training_photo_ids=()) -> ModelVersion:
+    """Registers a retrained artifact, inactive until promoted, with who made it, from which
+    version, and which staff-labelled photos trained it."""
+    model_version = model_version_register(artifact_dir=artifact_dir, active=False)
+    ModelVersion.objects.filter(pk=model_version.pk).update(
+        number=number, created_by=created_by, replaces=replaces, training_photo_ids=sorted(set(training_photo_ids))
+    )
+    model_version.refresh_from_db()
+    return model_version
+
+
+def model_version_next_number(*, name: str) -> int:
+    from django.db.models import Max
+
+    return (ModelVersion.objects.filter(name=name).aggregate(n=Max("number"))["n"] or 0) + 1
+
+
+def model_version_promote(*, model_version: ModelVersion, replaces: ModelVersion | None = None) -> ModelVersion:
+    """Makes the version the active default; the version it replaces stops classifying (workers
+    read the active set on every task, so no restart is needed)."""
+    with transaction.atomic():
+        model_version_make_default(model_version=model_version)
+        if replaces is not None and replaces.pk != model_version.pk:
+            model_version_set_active(model_version=replaces, active=False)
+    return model_version
+
+
+def model_version_roll_back(*, model_version: ModelVersion) -> ModelVersion:
+    """Returns to the version this one replaced: that one becomes the active default again and
+    this one is deactivated. Returns the version now in use."""
+    previous = model_version.replaces
+    if previous is None:
+        raise ValidationError(f"{model_version} replaced no earlier version; there is nothing to roll back to.")
+    with transaction.atomic():
+        model_version_make_default(model_version=previous)
+        model_version_set_active(model_version=model_version, active=False)
+    return previous
 
 
 def model_version_set_active(*, model_version: ModelVersion, active: bool) -> ModelVersion:

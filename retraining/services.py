@@ -1,0 +1,288 @@
+"""Writes for the retraining loop: retrain runs, promotion, bulk re-classification, label export.
+
+The training itself is `ml.retrain.retrain`, the one retraining entry point of the Django-free
+`ml` package; it is imported inside the function that runs it, so web processes never load
+TensorFlow.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from classifier import inference
+from classifier import selectors as classifier_selectors
+from classifier import services as classifier_services
+from classifier.models import ModelVersion, Photo
+from retraining import conf
+from retraining.models import RetrainRun
+
+logger = logging.getLogger(__name__)
+
+ACTIVE_STATUSES = (RetrainRun.Status.QUEUED, RetrainRun.Status.RUNNING)
+
+
+# Retrain runs
+
+
+def retrain_run_create(*, requested_by=None, include_flagged: bool = False, promote: bool = True,
+                       holdout_fraction: float | None = None, train_config: dict | None = None) -> RetrainRun:
+    """A queued run; refused while another run is queued or running (they would race for the
+    next version number and the promotion)."""
+    if holdout_fraction is not None and not 0 <= holdout_fraction < 1:
+        raise ValidationError("The held-out fraction must be at least 0 and below 1.")
+    with transaction.atomic():
+        busy = RetrainRun.objects.select_for_update().filter(status__in=ACTIVE_STATUSES).first()
+        if busy is not None:
+            raise ValidationError(f"{busy} is still {busy.get_status_display().lower()}; wait for it to finish.")
+        return RetrainRun.objects.create(
+            requested_by=requested_by,
+            options={
+                "include_flagged": bool(include_flagged),
+                "promote": bool(promote),
+                "holdout_fraction": conf.holdout_fraction() if holdout_fraction is None else float(holdout_fraction),
+                "train_config": dict(train_config or {}),
+            },
+            stage="waiting for a worker",
+        )
+
+
+def retrain_run_request(*, requested_by=None, **options) -> RetrainRun:
+    """Creates a run and queues the Celery task that executes it (once the run is committed)."""
+    from retraining.tasks import retrain_run_task
+
+    with transaction.atomic():
+        run = retrain_run_create(requested_by=requested_by, **options)
+        transaction.on_commit(lambda: retrain_run_task.apply_async(args=[run.pk], queue=conf.task_queue()))
+    return run
+
+
+def _set_progress(run_id: int, fraction: float, stage: str) -> None:
+    RetrainRun.objects.filter(pk=run_id).update(progress=round(min(max(fraction, 0.0), 1.0), 3), stage=stage[:200])
+
+
+def retrain_run_execute(*, run_id: int) -> RetrainRun:
+    """Runs a queued run: trains a new version of the default model from the base data plus the
+    staff labels, evaluates it and the default on the same held-out photos, registers it, and
+    promotes it when the rule allows. Idempotent: a run that is not queued is left as it is."""
+    now = timezone.now()
+    if not RetrainRun.objects.filter(pk=run_id, status=RetrainRun.Status.QUEUED).update(
+        status=RetrainRun.Status.RUNNING, started_at=now, progress=0.0, stage="starting"
+    ):
+        return RetrainRun.objects.get(pk=run_id)
+    run = RetrainRun.objects.get(pk=run_id)
+    out_dir = None
+    try:
+        baseline = classifier_selectors.model_version_get_default()
+        if baseline is None:
+            raise ValidationError("No default model version: make one the default in the admin first.")
+        out_dir, outcome, number = _train(run, baseline)
+        with transaction.atomic():
+            candidate = classifier_services.model_version_register_trained(
+                artifact_dir=outcome.artifact_dir, number=number, created_by=run.requested_by, replaces=baseline,
+                training_photo_ids=[int(key.split("-", 1)[1]) for key in outcome.training_keys],
+            )
+            promote = outcome.decision.promote and run.options.get("promote", True)
+            if promote:
+                classifier_services.model_version_promote(model_version=candidate, replaces=baseline)
+            reasons = "; ".join(outcome.decision.reasons)
+            if not run.options.get("promote", True):
+                decision, reasons = RetrainRun.Decision.UNDECIDED, f"evaluation only (the rule {'would' if outcome.decision.promote else 'would not'} promote): {reasons}"
+            else:
+                decision = RetrainRun.Decision.PROMOTED if promote else RetrainRun.Decision.REJECTED
+            RetrainRun.objects.filter(pk=run.pk).update(
+                status=RetrainRun.Status.SUCCEEDED, finished_at=timezone.now(), progress=1.0, stage="done",
+                baseline=baseline, candidate=candidate,
+                training_photo_ids=sorted(int(k.split("-", 1)[1]) for k in outcome.training_keys),
+                holdout_photo_ids=sorted(int(k.split("-", 1)[1]) for k in outcome.holdout_keys),
+                candidate_report=outcome.candidate, baseline_report=outcome.baseline or {},
+                report_dir=str(outcome.artifact_dir),
+                summary={"skipped": outcome.skipped, "timings_s": outcome.timings_s, "retrain": outcome.metadata.get("retrain", {}),
+                         "rule_promotes": outcome.decision.promote},
+                decision=decision, decision_reason=reasons, decided_at=timezone.now() if decision else None,
+            )
+    except Exception as error:
+        logger.exception("retrain run %s failed", run_id)
+        if out_dir is not None and not ModelVersion.objects.filter(artifact_path__endswith=Path(out_dir).name).exists():
+            shutil.rmtree(out_dir, ignore_errors=True)  # no half-written artifact without its version
+        RetrainRun.objects.filter(pk=run_id).update(
+            status=RetrainRun.Status.FAILED, finished_at=timezone.now(), stage="failed",
+            error=f"{type(error).__name__}: {error}"[:2000],
+        )
+        if not isinstance(error, (ValidationError, OSError, ValueError)):
+            raise
+    return RetrainRun.objects.get(pk=run_id)
+
+
+def _train(run: RetrainRun, baseline: ModelVersion):
+    from ml import retrain as ml_retrain
+
+    baseline_dir = inference.artifact_dir(baseline)
+    metadata = classifier_services._read_metadata(baseline_dir)
+    number = classifier_services.model_version_next_number(name=baseline.name)
+    out_dir = conf.output_dir() / f"{baseline.name}-{number}-run{run.pk}"
+    labelled = classifier_selectors.labelled_photos(include_flagged=run.options.get("include_flagged", False),
+                                                    include_not_butterfly=False)
+    with tempfile.TemporaryDirectory(prefix="labelled-") as work:
+        photos = []
+        for row in labelled:
+            suffix = Path(row.original).suffix.lower() or ".jpg"
+            local = Path(work) / f"photo-{row.photo_id}{suffix}"
+            try:
+                with default_storage.open(row.original, "rb") as source, open(local, "wb") as target:
+                    shutil.copyfileobj(source, target)
+            except OSError:
+                logger.warning("photo %s: original unreadable, left out of retraining", row.photo_id)
+                continue
+            photos.append(ml_retrain.LabelledPhoto(key=f"photo-{row.photo_id}", path=local, label=row.label))
+        request = ml_retrain.RetrainRequest(
+            base_data_dir=conf.base_data_dir(), benchmark_dir=conf.benchmark_dir(), labelled=photos,
+            backbones=ml_retrain.backbones_from_metadata(metadata, conf.weights_dir()),
+            out_dir=out_dir, name=baseline.name, version=str(number), baseline_dir=baseline_dir,
+            holdout_fraction=run.options.get("holdout_fraction", conf.holdout_fraction()),
+            max_benchmark_drop=conf.max_benchmark_drop(),
+            train_config={**ml_retrain.train_config_from_metadata(metadata), **run.options.get("train_config", {})},
+            cache_dir=conf.cache_dir(),
+        )
+        _set_progress(run.pk, 0.01, f"{len(photos)} staff-labelled photos")
+        outcome = ml_retrain.retrain(request, progress=lambda fraction, stage: _set_progress(run.pk, fraction, stage))
+    return out_dir, outcome, number
+
+
+def retrain_run_promote(*, run: RetrainRun, promoted_by) -> RetrainRun:
+    """Staff promote a run's new version although the rule refused it (or it was evaluate-only)."""
+    if run.status != RetrainRun.Status.SUCCEEDED or run.candidate is None:
+        raise ValidationError(f"{run} has no new version to promote.")
+    if run.decision in (RetrainRun.Decision.PROMOTED, RetrainRun.Decision.OVERRIDDEN):
+        raise ValidationError(f"{run}'s version is already promoted.")
+    with transaction.atomic():
+        classifier_services.model_version_promote(model_version=run.candidate, replaces=run.baseline)
+        rule_promotes = run.summary.get("rule_promotes", False)
+        RetrainRun.objects.filter(pk=run.pk).update(
+            decision=RetrainRun.Decision.PROMOTED if rule_promotes else RetrainRun.Decision.OVERRIDDEN,
+            decided_by=promoted_by, decided_at=timezone.now(),
+            decision_reason=f"{run.decision_reason} — promoted by {promoted_by}" if promoted_by else run.decision_reason,
+        )
+    run.refresh_from_db()
+    return run
+
+
+# Bulk re-classification with one version
+
+
+def photos_reclassify(*, model_version_id: int, batch_size: int = 32) -> int:
+    """Classifies every finished photo that has no prediction from this version yet (batches of
+    `batch_size`, each model run once per batch); idempotent. Returns how many were classified."""
+    from ml import images
+
+    import numpy as np
+
+    model_version = ModelVersion.objects.get(pk=model_version_id)
+    size = inference.input_size(model_version)
+    done = 0
+    last_id = 0
+    while True:
+        batch = list(
+            Photo.objects.filter(status=Photo.Status.DONE, pk__gt=last_id)
+            .exclude(predictions__model_version=model_version)
+            .order_by("pk")[:batch_size]
+        )
+        if not batch:
+            break
+        last_id = batch[-1].pk
+        ids, rows = [], []
+        for photo in batch:
+            try:
+                with default_storage.open(photo.original.name, "rb") as file:
+                    rows.append(images.to_array(io.BytesIO(file.read()), size))
+                ids.append(photo.pk)
+            except (OSError, ValueError, SyntaxError):
+                logger.warning("photo %s not re-classified: its file cannot be read", photo.pk)
+        if ids:
+            results = inference.predict_pixels(model_version, np.stack(rows), top_k=5)
+            classifier_services.predictions_store_many(model_version=model_version, results=list(zip(ids, results)))
+            done += len(ids)
+    classifier_services.labels_flag_contradicted()
+    return done
+
+
+def photos_reclassify_request(*, model_version: ModelVersion) -> None:
+    from retraining.tasks import reclassify_photos_task
+
+    transaction.on_commit(lambda: reclassify_photos_task.apply_async(args=[model_version.pk], queue=conf.task_queue()))
+
+
+# Export of staff labels
+
+
+@dataclass
+class ExportResult:
+    directory: Path
+    n_photos: int
+    manifest: Path
+
+
+MANIFEST_FIELDS = ["photo_id", "label", "kind", "labelled_by", "labelled_at", "sha256", "path"]
+
+
+def labels_export(*, destination, include_not_butterfly: bool = False, include_flagged: bool = False) -> ExportResult:
+    """Writes the corrected and confirmed photos as an ImageFolder tree (<label>/<photo id>.<ext>)
+    plus manifest.csv (photo id, label, corrected/confirmed, who, when). The tree is built next to
+    `destination` and renamed into place, so a failed export leaves nothing behind."""
+    destination = Path(destination)
+    if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
+        raise ValidationError(f"{destination} exists and is not an empty folder.")
+    rows = classifier_selectors.labelled_photos(include_flagged=include_flagged,
+                                                include_not_butterfly=include_not_butterfly)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=destination.parent))
+    try:
+        written = []
+        for row in rows:
+            relative = Path(row.label) / f"{row.photo_id}{Path(row.original).suffix.lower() or '.jpg'}"
+            target = staging / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with default_storage.open(row.original, "rb") as source, open(target, "wb") as out:
+                    shutil.copyfileobj(source, out)
+            except OSError:
+                logger.warning("photo %s left out of the export: its file cannot be read", row.photo_id)
+                continue
+            written.append((row, relative))
+        with open(staging / "manifest.csv", "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(MANIFEST_FIELDS)
+            for row, relative in written:
+                writer.writerow([row.photo_id, row.label, "confirmed" if row.confirmed else "corrected", row.labelled_by,
+                                 row.labelled_at.isoformat() if row.labelled_at else "", row.sha256, relative.as_posix()])
+        if destination.exists():
+            destination.rmdir()
+        staging.replace(destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportResult(destination, len(written), destination / "manifest.csv")
+
+
+def labels_export_zip(**options):
+    """The export as a zip archive in a temporary file (rewound), for a download from the admin."""
+    archive = tempfile.TemporaryFile()
+    with tempfile.TemporaryDirectory(prefix="export-zip-") as work:
+        result = labels_export(destination=Path(work) / "labels", **options)
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+            for path in sorted(result.directory.rglob("*")):
+                if path.is_file():
+                    zipped.write(path, Path("labels") / path.relative_to(result.directory))
+    archive.seek(0)
+    return archive, result.n_photos

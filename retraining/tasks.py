@@ -1,0 +1,22 @@
+"""Celery tasks of the retraining loop: take ids, call a service, safe to run twice."""
+
+import logging
+
+from celery import shared_task
+
+from retraining import services
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(acks_late=True)
+def retrain_run_task(run_id: int) -> None:
+    # Idempotent: only a queued run is executed; a re-delivered task finds it running or done.
+    services.retrain_run_execute(run_id=run_id)
+
+
+@shared_task(acks_late=True)
+def reclassify_photos_task(model_version_id: int) -> None:
+    # Idempotent: only photos without a prediction from this version are classified.
+    count = services.photos_reclassify(model_version_id=model_version_id)
+    logger.info("re-classified %s photos with model version %s", count, model_version_id)
