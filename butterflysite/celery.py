@@ -8,3 +8,19 @@ app = Celery("butterflysite")
 # Every Celery setting lives in Django settings under the CELERY_ prefix.
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@app.on_after_configure.connect
+def _schedule_sweep(sender, **kwargs):
+    # Beat (embedded in the worker with -B, see Procfile) sends the sweep on the classify queue,
+    # so whichever worker serves that queue runs it. Idempotent: duplicates from several beats
+    # are harmless (photos_sweep_pending sends each stuck photo once per period).
+    from django.conf import settings
+
+    sender.add_periodic_task(
+        float(settings.CLASSIFIER_SWEEP_INTERVAL_SECONDS),
+        sender.signature("classifier.tasks.sweep_pending_photos", queue=settings.CLASSIFIER_TASK_QUEUE),
+        name="sweep pending photos",
+        # A sweep not started within one interval is dropped: the next one does the same work.
+        expires=float(settings.CLASSIFIER_SWEEP_INTERVAL_SECONDS),
+    )

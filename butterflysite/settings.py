@@ -83,6 +83,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so it sees a view's database errors first: 503 + Retry-After instead of 500.
+    "butterflysite.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "butterflysite.urls"
@@ -283,6 +285,17 @@ else:
             "LOCATION": str(VAR_DIR / "cache"),
         }
     }
+
+# Rate limits (butterflysite/ratelimits.py): "count/period" (s, m, h, d) per client IP, per user
+# or per username tried, counted in the default cache. An empty value turns that limit off.
+RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLE", default=True)
+RATELIMIT_LOGIN_IP = env_str("RATELIMIT_LOGIN_IP", "30/m")  # sign in, token, sign up
+RATELIMIT_LOGIN_USERNAME = env_str("RATELIMIT_LOGIN_USERNAME", "10/m")
+RATELIMIT_UPLOAD_IP = env_str("RATELIMIT_UPLOAD_IP", "120/m")  # upload requests (form or API)
+RATELIMIT_UPLOAD_USER = env_str("RATELIMIT_UPLOAD_USER", "60/m")
+# Behind Heroku's router the client is the last X-Forwarded-For entry, not REMOTE_ADDR.
+RATELIMIT_TRUST_X_FORWARDED_FOR = env_bool("RATELIMIT_TRUST_X_FORWARDED_FOR", default=PRODUCTION)
+RATELIMIT_IP_META_KEY = "butterflysite.ratelimits.client_ip"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

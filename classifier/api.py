@@ -12,7 +12,9 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
+from butterflysite.ratelimits import limits_from_settings, seconds_until_allowed, too_many_requests
 from classifier import selectors, services
+from classifier.views import LOGIN_RATES, UPLOAD_RATES
 
 
 def _detail_url(request, photo):
@@ -60,6 +62,9 @@ class TokenView(APIView):
     parser_classes = [JSONParser, FormParser, MultiPartParser]
 
     def post(self, request):
+        wait = seconds_until_allowed(request, "login", limits_from_settings(LOGIN_RATES))
+        if wait is not None:
+            return too_many_requests(request, wait, api=True)
         data = request.data if hasattr(request.data, "get") else {}
         username, password = data.get("username"), data.get("password")
         if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
@@ -80,6 +85,9 @@ class PhotoListCreateView(APIView):
         return paginator.get_paginated_response([photo_representation(request, photo) for photo in page])
 
     def post(self, request):
+        wait = seconds_until_allowed(request, "upload", limits_from_settings(UPLOAD_RATES))
+        if wait is not None:
+            return too_many_requests(request, wait, api=True)
         limit = settings.UPLOAD_MAX_BYTES + 64 * 1024
         if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
             return Response({"detail": f"The upload is larger than {settings.UPLOAD_MAX_BYTES // (1024 * 1024)} MB."}, status=413)

@@ -53,7 +53,7 @@ def get_predictor(model_version):
 
             try:
                 predictor = Predictor.load(key[1])
-            except (ArtifactError, OSError) as error:
+            except Exception as error:  # missing (OSError, ArtifactError) or corrupt (anything Keras raises)
                 raise InferenceError(f"cannot load model {model_version}: {error}") from error
             logger.info("loaded model %s from %s", model_version, key[1])
             _predictors[key] = predictor

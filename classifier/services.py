@@ -72,24 +72,96 @@ def _read_limited(upload) -> bytes:
 
 
 def _client_name(upload) -> str:
-    # Only ever used in messages back to the same user, never for storage.
-    name = Path(str(getattr(upload, "name", "") or "")).name
+    # Only ever used in messages back to the same user, never for storage: the last path part,
+    # printable characters only (Django's parser already drops separators and control characters).
+    name = Path(str(getattr(upload, "name", "") or "").replace("\\", "/")).name
+    name = "".join(char for char in name if char.isprintable())
     return f'"{name[:80]}"' if name else "The file"
 
 
+def _png_end(content: bytes) -> int:
+    """Offset just after the IEND chunk (chunk: 4-byte length, 4-byte type, data, 4-byte CRC)."""
+    offset = 8
+    while offset + 8 <= len(content):
+        length = int.from_bytes(content[offset:offset + 4], "big")
+        kind = content[offset + 4:offset + 8]
+        offset += 12 + length
+        if kind == b"IEND":
+            return offset
+    return len(content)
+
+
+def _webp_end(content: bytes) -> int:
+    """RIFF container: 'RIFF', little-endian size of what follows, padded to an even length."""
+    size = int.from_bytes(content[4:8], "little")
+    return 8 + size + (size & 1)
+
+
+def _jpeg_end(content: bytes) -> int:
+    """Offset just after the EOI marker: walks the marker segments and skips entropy-coded data
+    (where 0xFF is followed by 0x00 or a restart marker); progressive files have several scans."""
+    offset, size = 2, len(content)
+    while offset + 1 < size:
+        if content[offset] != 0xFF:
+            return size  # not a marker where one must be: Pillow's decode judges the stream
+        marker = content[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        if marker == 0xD9:  # EOI
+            return offset + 2
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            offset += 2
+            continue
+        offset += 2 + int.from_bytes(content[offset + 2:offset + 4], "big")
+        if marker == 0xDA:  # start of scan: entropy-coded data up to the next real marker
+            while True:
+                offset = content.find(b"\xff", offset)
+                if offset < 0 or offset + 1 >= size:
+                    return size
+                following = content[offset + 1]
+                if following == 0x00 or 0xD0 <= following <= 0xD7 or following == 0xFF:
+                    offset += 1 if following == 0xFF else 2
+                    continue
+                break
+    return size
+
+
+IMAGE_END = {"JPEG": _jpeg_end, "PNG": _png_end, "WEBP": _webp_end}
+
+
+def _has_trailing_data(content: bytes, image_format: str) -> bool:
+    """Bytes after the image's own end marker (other than zero padding some encoders add): a
+    polyglot, e.g. a PNG with an HTML page or a ZIP archive appended, which browsers or other
+    tools could read as something else. The original is stored untouched, so it is refused."""
+    end = IMAGE_END[image_format](content)
+    return bool(content[end:].strip(b"\x00"))
+
+
 def photo_check_upload(upload) -> CheckedImage:
-    """Decodes the content with Pillow: JPEG, PNG or WebP, one frame, within the pixel cap."""
+    """Decodes the content with Pillow: JPEG, PNG or WebP, one frame, within the pixel cap, with
+    nothing after the image data. The file name and the client's content type play no part."""
     content = _read_limited(upload)
     if not content:
         raise UploadError(f"{_client_name(upload)} is empty.", code="empty")
     unreadable = UploadError(
         f"{_client_name(upload)} is not a JPEG, PNG or WebP image that can be read.", code="invalid_image"
     )
+    too_many_pixels = UploadError(
+        f"{_client_name(upload)} has too many pixels; the limit is "
+        f"{settings.UPLOAD_MAX_PIXELS // 1_000_000} megapixels.",
+        code="too_many_pixels",
+    )
     try:
         with Image.open(io.BytesIO(content)) as image:
             image_format = image.format
             width, height = image.size
             frames = getattr(image, "n_frames", 1)
+            if image_format == "MPO" or (image_format in ACCEPTED_FORMATS and frames != 1):
+                raise UploadError(
+                    f"{_client_name(upload)} is animated or has several frames; upload a single still photo.",
+                    code="animated",
+                )
             if image_format not in ACCEPTED_FORMATS:
                 raise unreadable
             if width * height > settings.UPLOAD_MAX_PIXELS:
@@ -98,8 +170,6 @@ def photo_check_upload(upload) -> CheckedImage:
                     f"{settings.UPLOAD_MAX_PIXELS // 1_000_000} megapixels.",
                     code="too_many_pixels",
                 )
-            if frames != 1:
-                raise UploadError(f"{_client_name(upload)} is animated; upload a single still photo.", code="animated")
             image.verify()
         with Image.open(io.BytesIO(content)) as image:
             if image.format == "JPEG":
@@ -109,8 +179,16 @@ def photo_check_upload(upload) -> CheckedImage:
             image.load()
     except UploadError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        # Pillow refuses to even open images over twice its own pixel limit.
+        raise too_many_pixels from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise unreadable from None
+    if _has_trailing_data(content, image_format):
+        raise UploadError(
+            f"{_client_name(upload)} has other data appended after the image; upload the photo alone.",
+            code="trailing_data",
+        )
     return CheckedImage(content, image_format, width, height, hashlib.sha256(content).hexdigest())
 
 
@@ -196,12 +274,51 @@ def photo_create(*, owner, upload) -> Photo:
     return photos_create(owner=owner, uploads=[upload])[0]
 
 
-def _enqueue_classification(photo_id: int, countdown: float | None = None) -> None:
+def _send_classification(photo_id: int, countdown: float | None = None) -> bool:
+    """Sends the classify task now; False (logged) when the broker cannot be reached. The photo
+    then stays pending and photos_sweep_pending sends it again once the broker is back."""
     from classifier.tasks import classify_photo
 
-    transaction.on_commit(
-        lambda: classify_photo.apply_async(args=[photo_id], queue=settings.CLASSIFIER_TASK_QUEUE, countdown=countdown)
+    try:
+        classify_photo.apply_async(args=[photo_id], queue=settings.CLASSIFIER_TASK_QUEUE, countdown=countdown)
+    except Exception:  # kombu/redis raise many types (OperationalError, ConnectionError, OSError)
+        logger.warning("could not send the classify task of photo %s; the sweep will resend it", photo_id, exc_info=True)
+        return False
+    return True
+
+
+def _enqueue_classification(photo_id: int, countdown: float | None = None) -> None:
+    # After commit, so the worker finds the row; a broker outage must not fail the upload,
+    # whose photo is already stored.
+    transaction.on_commit(lambda: _send_classification(photo_id, countdown))
+
+
+def photos_sweep_pending(*, older_than_seconds: float | None = None, limit: int = 500) -> list[int]:
+    """Sends the classify task again for photos pending longer than CLASSIFIER_SWEEP_PENDING_SECONDS
+    (their task was lost: broker down at upload, broker data lost) that no live claim holds.
+
+    Each photo's queued_at is moved to now by a conditional UPDATE before it is sent, so
+    concurrent sweeps (one per worker with embedded beat) send each photo once per period.
+    Returns the ids sent.
+    """
+    age = settings.CLASSIFIER_SWEEP_PENDING_SECONDS if older_than_seconds is None else older_than_seconds
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=age)
+    stuck = (
+        Photo.objects.filter(status=Photo.Status.PENDING, queued_at__lt=cutoff)
+        .filter(Q(claimed_by="") | Q(claim_expires__lt=now) | Q(claim_expires__isnull=True))
+        .order_by("queued_at", "pk")
+        .values_list("pk", flat=True)[:limit]
     )
+    sent = []
+    for photo_id in list(stuck):
+        if Photo.objects.filter(pk=photo_id, status=Photo.Status.PENDING, queued_at__lt=cutoff).update(queued_at=now):
+            if not _send_classification(photo_id):
+                break  # broker still down: the next sweep tries again (queued_at moved on)
+            sent.append(photo_id)
+    if sent:
+        logger.info("sweep: sent %d photo(s) pending longer than %ss again: %s", len(sent), age, sent[:20])
+    return sent
 
 
 def photo_recheck_later(*, photo_id: int) -> None:
@@ -235,6 +352,10 @@ def photo_retry(*, photo: Photo) -> Photo:
 
 class NoActiveModel(Exception):
     pass
+
+
+class ModelsFailed(inference.InferenceError):
+    """Some active model versions could not be loaded or run; the others' predictions are stored."""
 
 
 class PhotoClaimed(Exception):
@@ -282,10 +403,15 @@ def photos_classify_batch(*, photo_id: int, batch_size: int | None = None, claim
         return [photo]
     batch = photos_claim(photo_id=photo.pk, claimant=claimant, limit=batch_size)
     try:
-        done_ids = _classify_claimed(batch, versions, own_id=photo.pk, claimant=claimant)
+        done_ids, broken = _classify_claimed(batch, versions, own_id=photo.pk, claimant=claimant)
     except BaseException:
         photos_release(claimant=claimant, photo_ids=[p.pk for p in batch])
         raise
+    if broken:
+        # The models that work have answered for the whole batch; each photo waits for the
+        # broken ones in its own task, which retries and finally reports them (photo_mark_failed).
+        photos_release(claimant=claimant, photo_ids=[p.pk for p in batch])
+        raise ModelsFailed("; ".join(broken.values()))
     Photo.objects.filter(pk__in=done_ids).update(
         status=Photo.Status.DONE, failure_reason="", classified_at=timezone.now(), claimed_by="", claim_expires=None
     )
@@ -344,17 +470,27 @@ def _missing_versions(photos, versions) -> dict[int, list[ModelVersion]]:
     return {p.pk: [v for v in versions if v.pk not in done[p.pk]] for p in photos}
 
 
-def _classify_claimed(batch: list[Photo], versions, *, own_id: int, claimant: str) -> list[int]:
+def _classify_claimed(batch: list[Photo], versions, *, own_id: int, claimant: str) -> tuple[list[int], dict[int, str]]:
     """Decodes each photo once per input size and runs each model once on the batch; stores the
     predictions. A photo of another task that cannot be read is released to its own task (which
-    reports the error); this task's own photo raises. Returns the ids classified."""
+    reports the error); this task's own photo raises. A model that cannot be loaded or run is
+    skipped, so the others still answer. Returns the ids classified and {version id: reason}
+    for the models that failed."""
     import numpy as np
 
     from ml import images
 
     todo = _missing_versions(batch, versions)
     needed = [v for v in versions if any(v in todo[p.pk] for p in batch)]
-    sizes = {v.pk: inference.input_size(v) for v in needed}
+    broken: dict[int, str] = {}
+    sizes = {}
+    for version in needed:
+        try:
+            sizes[version.pk] = inference.input_size(version)
+        except inference.InferenceError as error:
+            logger.error("model %s unusable: %s", version, error)
+            broken[version.pk] = str(error)
+    needed = [v for v in needed if v.pk not in broken]
     contents: dict[int, bytes] = {}
     dropped: list[int] = []
     for photo in batch:
@@ -374,7 +510,7 @@ def _classify_claimed(batch: list[Photo], versions, *, own_id: int, claimant: st
         started = time.perf_counter()
         rows, index = [], {}
         for photo in batch:
-            if photo.pk in contents and photo.pk not in dropped and any(sizes[v.pk] == size for v in todo[photo.pk]):
+            if photo.pk in contents and photo.pk not in dropped and any(sizes.get(v.pk) == size for v in todo[photo.pk]):
                 try:
                     rows.append(images.to_array(io.BytesIO(contents[photo.pk]), size))
                 except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
@@ -395,9 +531,14 @@ def _classify_claimed(batch: list[Photo], versions, *, own_id: int, claimant: st
             continue
         rows = [index[i] for i in ids]
         batch_pixels = pixels if rows == list(range(len(pixels))) else pixels[rows]
-        results = inference.predict_pixels(version, batch_pixels, top_k=5, extra_ms=decode_ms * len(ids))
+        try:
+            results = inference.predict_pixels(version, batch_pixels, top_k=5, extra_ms=decode_ms * len(ids))
+        except inference.InferenceError as error:
+            logger.error("model %s failed on a batch: %s", version, error)
+            broken[version.pk] = str(error)
+            continue
         predictions_store_many(model_version=version, results=list(zip(ids, results)))
-    return [p.pk for p in batch if p.pk not in dropped]
+    return [p.pk for p in batch if p.pk not in dropped], broken
 
 
 def _prediction_fields(result) -> dict:

@@ -37,6 +37,12 @@ def classify_photo(self, photo_id: int) -> None:
         services.photo_mark_failed(photo_id=photo_id, reason=f"Classification failed: {error}")
 
 
+@shared_task(ignore_result=True)
+def sweep_pending_photos() -> int:
+    """Sends the classify task again for photos stuck in pending (celery beat runs this)."""
+    return len(services.photos_sweep_pending())
+
+
 @worker_process_init.connect
 def _preload_in_pool_process(**kwargs):
     # Prefork pool: each child process loads the active models once, before its first task.

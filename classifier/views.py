@@ -9,6 +9,7 @@ from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from butterflysite.ratelimits import rate_limit
 from classifier import selectors, services
 from classifier.files import photo_file_response
 from classifier.forms import UploadForm
@@ -25,7 +26,12 @@ def _photo_context(photo):
     }
 
 
+LOGIN_RATES = {"ip": "RATELIMIT_LOGIN_IP", "username": "RATELIMIT_LOGIN_USERNAME"}
+UPLOAD_RATES = {"ip": "RATELIMIT_UPLOAD_IP", "user": "RATELIMIT_UPLOAD_USER"}
+
+
 @require_http_methods(["GET", "POST"])
+@rate_limit("signup", {"ip": "RATELIMIT_LOGIN_IP"})
 def signup(request):
     if request.user.is_authenticated:
         return redirect("classifier:gallery")
@@ -55,8 +61,18 @@ def gallery(request):
     )
 
 
+def upload_form_error(request, message: str):
+    """The upload page with `message` under the file field (status 400), for refusals that happen
+    before the form is read (butterflysite.errors.bad_request: too many files in the request)."""
+    form = UploadForm(data={}, files={})
+    form.is_valid()
+    form.errors["images"] = form.error_class([message])
+    return render(request, "classifier/upload.html", {"form": form}, status=400)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
+@rate_limit("upload", UPLOAD_RATES)
 def upload(request):
     form = UploadForm(request.POST, request.FILES) if request.method == "POST" else UploadForm()
     if form.is_bound and form.is_valid():

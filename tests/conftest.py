@@ -91,3 +91,12 @@ def live_worker(transactional_db, settings, tmp_path):
             import redis
 
             redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(queue)
+
+
+@pytest.fixture(autouse=True)
+def _rate_limit_counters_of_this_test(settings):
+    """Each test counts rate limits under its own cache prefix: test runs sharing one Redis (CI,
+    concurrent runs) never push each other over a sign-in or upload limit."""
+    import uuid
+
+    settings.RATELIMIT_CACHE_PREFIX = f"rl-test-{uuid.uuid4().hex[:12]}:"
