@@ -221,7 +221,8 @@ def _review_score(photo: Photo) -> tuple[float, list[str], float, float]:
     margin = min(margins) if margins else top1
     reasons, score = [], (1.0 - top1) + (1.0 - margin)
     if len(labels) > 1:
-        score += 1.0
+        # Models that confidently disagree: one of them is wrong, and a label settles which.
+        score += 1.5
         reasons.append("models disagree")
     if top1 < settings.ML_LOW_CONFIDENCE or any(p.unknown for p in predictions):
         reasons.append(f"low top-1 ({top1:.0%})")
