@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
@@ -31,6 +32,7 @@ from retraining.models import RetrainRun
 logger = logging.getLogger(__name__)
 
 ACTIVE_STATUSES = (RetrainRun.Status.QUEUED, RetrainRun.Status.RUNNING)
+STALE_AFTER = timedelta(hours=6)
 
 
 # Retrain runs
@@ -43,6 +45,12 @@ def retrain_run_create(*, requested_by=None, include_flagged: bool = False, prom
     if holdout_fraction is not None and not 0 <= holdout_fraction < 1:
         raise ValidationError("The held-out fraction must be at least 0 and below 1.")
     with transaction.atomic():
+        # A run that has not finished after STALE_AFTER lost its worker (or its task): it must not
+        # block every later run.
+        RetrainRun.objects.filter(status__in=ACTIVE_STATUSES, created_at__lt=timezone.now() - STALE_AFTER).update(
+            status=RetrainRun.Status.FAILED, finished_at=timezone.now(), stage="failed",
+            error=f"Did not finish within {STALE_AFTER}; its worker or task was probably lost.",
+        )
         busy = RetrainRun.objects.select_for_update().filter(status__in=ACTIVE_STATUSES).first()
         if busy is not None:
             raise ValidationError(f"{busy} is still {busy.get_status_display().lower()}; wait for it to finish.")

@@ -77,6 +77,19 @@ def test_one_run_at_a_time_and_a_clear_message(staff):
     assert RetrainRun.objects.count() == 1
 
 
+def test_a_run_lost_for_hours_no_longer_blocks(staff):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    lost = retraining_services.retrain_run_create(requested_by=staff)
+    RetrainRun.objects.filter(pk=lost.pk).update(status=RetrainRun.Status.RUNNING,
+                                                created_at=timezone.now() - timedelta(hours=7))
+    retraining_services.retrain_run_create(requested_by=staff)
+    lost.refresh_from_db()
+    assert lost.status == RetrainRun.Status.FAILED and "lost" in lost.error
+
+
 def test_bad_options_are_refused_before_anything_is_written(staff):
     with pytest.raises(CommandError, match="held-out fraction"):
         call_command("retrain", "--holdout-fraction", "1.5", stdout=io.StringIO())
