@@ -251,7 +251,12 @@ CELERY_ACCEPT_CONTENT = ["json"]
 # classification is idempotent, so running twice is harmless, losing it is not.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# One task at a time per pool process on Redis, so a worker busy with a batch leaves the other
+# tasks to idle workers. The filesystem broker (one laptop worker) hands out one message per
+# poll, so there the worker reserves a batch's worth at once: the tasks of photos a batch already
+# classified then finish back to back instead of one per poll (docs/performance.md).
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER",
+                                            16 if CELERY_BROKER_URL == "filesystem://" else 1)
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 1)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Worker pool children load TensorFlow and every active model before saying they are up.

@@ -27,6 +27,7 @@ names = [
     "AWS_DEFAULT_ACL", "AWS_QUERYSTRING_AUTH", "AWS_QUERYSTRING_EXPIRE", "AWS_S3_ACCESS_KEY_ID",
     "AWS_S3_REGION_NAME", "CELERY_BROKER_URL", "CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT",
     "CELERY_TASK_ACKS_LATE", "CELERY_TASK_REJECT_ON_WORKER_LOST", "CELERY_WORKER_CONCURRENCY",
+    "CELERY_WORKER_PREFETCH_MULTIPLIER",
 ]
 out = {name: getattr(settings, name, None) for name in names}
 out["DATABASE"] = {k: settings.DATABASES["default"][k] for k in ("ENGINE", "NAME", "HOST")}
@@ -84,6 +85,8 @@ def test_everything_comes_from_the_environment():
     assert values["AWS_QUERYSTRING_EXPIRE"] == 120
     assert values["CELERY_TASK_ACKS_LATE"] and values["CELERY_TASK_REJECT_ON_WORKER_LOST"]
     assert values["CELERY_WORKER_CONCURRENCY"] == 3
+    # On Redis a worker busy with a batch reserves nothing more: idle workers take the rest.
+    assert values["CELERY_WORKER_PREFETCH_MULTIPLIER"] == 1
     assert 0 < values["CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT"] < 30  # Heroku kills 30 s after SIGTERM
 
 
