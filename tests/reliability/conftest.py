@@ -208,13 +208,14 @@ def start_gunicorn(env: dict, workers: int = 2) -> tuple[Logged, str]:
     return process, url
 
 
-def start_worker(env: dict, *, beat_schedule: Path | None = None, models: int | None = None) -> Logged:
-    """A Celery worker (prefork, one child) on env's queue; waits until it has loaded `models` models."""
+def start_worker(env: dict, *, beat: bool = False, models: int | None = None) -> Logged:
+    """A Celery worker (prefork, one child) on env's queue, with embedded beat as the Procfile runs
+    it when `beat`; waits until it has loaded (or failed to load) `models` models."""
     command = [str(VENV_BIN / "celery"), "-A", "butterflysite", "worker", "-Q", env["CLASSIFIER_TASK_QUEUE"],
                "-n", f"{uuid.uuid4().hex[:8]}@%h", "--concurrency", "1", "--loglevel", "INFO",
                "--without-gossip", "--without-mingle", "--without-heartbeat"]
-    if beat_schedule is not None:
-        command += ["-B", "--schedule", str(beat_schedule)]
+    if beat:
+        command += ["--beat", "--scheduler", "celery.beat:Scheduler"]
     process = Logged(command, env=env)
 
     def ready():

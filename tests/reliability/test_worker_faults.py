@@ -103,7 +103,7 @@ def test_upload_while_redis_is_down_is_kept_and_classified_once_redis_is_back(re
     env = _env(redis_server, tmp_path, CLASSIFIER_SWEEP_INTERVAL_SECONDS=2, CLASSIFIER_SWEEP_PENDING_SECONDS=4)
     web, url = start_gunicorn(env)
     processes.append(web)
-    worker = start_worker(env, beat_schedule=tmp_path / "beat-schedule", models=len(active))
+    worker = start_worker(env, beat=True, models=len(active))
     processes.append(worker)
     token = api_token("no-redis")
 
