@@ -289,6 +289,7 @@ class LabelledPhoto:
     labelled_at: object
     confirmed: bool  # the last review agreed with the label shown
     flag: str
+    previous_label: str = ""  # what the photo was called before the first staff label (the prediction)
 
 
 def labelled_photos(*, include_flagged: bool = True, include_not_butterfly: bool = True) -> list[LabelledPhoto]:
@@ -298,9 +299,10 @@ def labelled_photos(*, include_flagged: bool = True, include_not_butterfly: bool
         queryset = queryset.filter(label_flag="")
     if not include_not_butterfly:
         queryset = queryset.exclude(label=NOT_A_BUTTERFLY)
-    last = {}
+    first, last = {}, {}
     for correction in (LabelCorrection.objects.filter(photo__in=queryset).select_related("corrected_by")
                        .order_by("photo_id", "created_at", "id")):
+        first.setdefault(correction.photo_id, correction)
         last[correction.photo_id] = correction
     rows = []
     for photo in queryset:
@@ -310,6 +312,7 @@ def labelled_photos(*, include_flagged: bool = True, include_not_butterfly: bool
             labelled_by=(correction.corrected_by.get_username() if correction and correction.corrected_by else ""),
             labelled_at=correction.created_at if correction else None,
             confirmed=bool(correction and correction.is_confirmation), flag=photo.label_flag,
+            previous_label=first[photo.pk].old_label if photo.pk in first else "",
         ))
     return rows
 

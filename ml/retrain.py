@@ -36,6 +36,9 @@ class LabelledPhoto:
     key: str  # stable identity (the web side uses "photo-<id>"): decides the held-out slice
     path: Path  # a local image file
     label: str
+    # What the photo was called before staff labelled it (the prediction shown): a species the
+    # label takes photos away from, so the promotion rule watches its recall too.
+    previous_label: str = ""
 
 
 @dataclass
@@ -52,6 +55,7 @@ class RetrainRequest:
     holdout_fraction: float = 0.25
     seed: int = 0
     max_benchmark_drop: float = 0.005
+    max_class_recall_drop: float = 0.15
     # ml.train.TrainConfig fields (the baseline's recipe, e.g. max_epochs, fine_tune).
     train_config: dict = field(default_factory=dict)
     cache_dir: str | None = None
@@ -79,20 +83,44 @@ class RetrainOutcome:
 Progress = Callable[[float, str], None]
 
 
-def promotion_rule(max_benchmark_drop: float) -> str:
+def promotion_rule(max_benchmark_drop: float, max_class_recall_drop: float = 0.15) -> str:
     return (
         "The new version is promoted only when, measured on the same photos as the active version: "
-        "(1) its top-1 on the held-out staff-labelled photos is not lower, and "
+        "(1) its top-1 on the held-out staff-labelled photos is not lower, "
         f"(2) its top-1 on the fixed benchmark test set is not lower by more than {100 * max_benchmark_drop:.1f} "
-        "percentage points. Staff can promote a rejected version anyway (recorded as an override)."
+        "percentage points, and "
+        f"(3) for every species the staff labels touch (a label given, or the prediction it replaced), its benchmark "
+        f"recall is not lower by more than {100 * max_class_recall_drop:.0f} points. "
+        "Staff can promote a rejected version anyway (recorded as an override)."
     )
 
 
-def promotion_decision(candidate: dict, baseline: dict | None, max_benchmark_drop: float) -> Decision:
+def touched_species(labelled: list[LabelledPhoto]) -> list[str]:
+    """The species staff labels are about: the labels given and the predictions they replaced."""
+    touched = {p.label for p in labelled} | {p.previous_label for p in labelled if p.previous_label}
+    return sorted(touched - NOT_A_CLASS - {""})
+
+
+def promotion_decision(candidate: dict, baseline: dict | None, max_benchmark_drop: float, touched=(),
+                       max_class_recall_drop: float = 0.15) -> Decision:
     """Applies `promotion_rule` to two reports measured on the same photos."""
     if baseline is None:
         return Decision(True, ["no active version to compare with"])
     reasons, promote = [], True
+    # A mislabelled batch hurts the species it is about; the overall top-1 can hide that under the
+    # retrain-to-retrain noise of the other species (docs/retraining.md).
+    new_recall, old_recall = candidate["benchmark"].get("per_class", {}), baseline["benchmark"].get("per_class", {})
+    watched = []
+    for species in touched:
+        if species in new_recall and species in old_recall:
+            old, new = old_recall[species]["recall"], new_recall[species]["recall"]
+            watched.append(f"{species} {old:.0%} -> {new:.0%}")
+            if old - new > max_class_recall_drop + 1e-9:
+                promote = False
+                reasons.append(f"benchmark recall of {species} falls from {old:.0%} to {new:.0%} "
+                               f"(at most {100 * max_class_recall_drop:.0f} points allowed)")
+    if watched:
+        reasons.append("recall of the species the labels touch: " + ", ".join(watched))
     drop = baseline["benchmark"]["top1"] - candidate["benchmark"]["top1"]
     if drop > max_benchmark_drop + 1e-12:
         promote = False
@@ -200,7 +228,8 @@ def retrain(request: RetrainRequest, progress: Progress | None = None) -> Retrai
         baseline = evaluate_sets(Predictor.load(request.baseline_dir), items, out_dir / "baseline_evaluation",
                                  lambda f: progress(0.8 + 0.18 * f, "evaluating the active version on the same photos"))
         timings["evaluate_baseline_s"] = time.perf_counter() - tick
-    decision = promotion_decision(candidate, baseline, request.max_benchmark_drop)
+    decision = promotion_decision(candidate, baseline, request.max_benchmark_drop, touched_species(usable),
+                                  request.max_class_recall_drop)
     timings["total_s"] = time.perf_counter() - started
 
     # The artifact's metadata says which version it is and what it scored on the benchmark.

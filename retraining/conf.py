@@ -49,6 +49,11 @@ def max_benchmark_drop() -> float:
     return float(_setting("RETRAIN_MAX_BENCHMARK_DROP", 0.005, float))
 
 
+def max_class_recall_drop() -> float:
+    """How far the benchmark recall of a species the labels touch may fall (0.15: 3 of 20 photos)."""
+    return float(_setting("RETRAIN_MAX_CLASS_RECALL_DROP", 0.15, float))
+
+
 def task_queue() -> str:
     # The classification queue by default, so the ordinary worker runs it; a dedicated worker
     # (-Q retrain, RETRAIN_TASK_QUEUE=retrain) keeps long retrains from delaying photos.

@@ -33,4 +33,4 @@ def retrain_run_report_image(run: RetrainRun, which: str) -> Path:
 def promotion_rule_text() -> str:
     from ml.retrain import promotion_rule  # no TensorFlow: the module imports it only to train
 
-    return promotion_rule(conf.max_benchmark_drop())
+    return promotion_rule(conf.max_benchmark_drop(), conf.max_class_recall_drop())

@@ -153,13 +153,14 @@ def _train(run: RetrainRun, baseline: ModelVersion):
             except OSError:
                 logger.warning("photo %s: original unreadable, left out of retraining", row.photo_id)
                 continue
-            photos.append(ml_retrain.LabelledPhoto(key=f"photo-{row.photo_id}", path=local, label=row.label))
+            photos.append(ml_retrain.LabelledPhoto(key=f"photo-{row.photo_id}", path=local, label=row.label,
+                                                   previous_label=row.previous_label))
         request = ml_retrain.RetrainRequest(
             base_data_dir=conf.base_data_dir(), benchmark_dir=conf.benchmark_dir(), labelled=photos,
             backbones=ml_retrain.backbones_from_metadata(metadata, conf.weights_dir()),
             out_dir=out_dir, name=baseline.name, version=str(number), baseline_dir=baseline_dir,
             holdout_fraction=run.options.get("holdout_fraction", conf.holdout_fraction()),
-            max_benchmark_drop=conf.max_benchmark_drop(),
+            max_benchmark_drop=conf.max_benchmark_drop(), max_class_recall_drop=conf.max_class_recall_drop(),
             train_config={**ml_retrain.train_config_from_metadata(metadata), **run.options.get("train_config", {})},
             cache_dir=conf.cache_dir(),
         )

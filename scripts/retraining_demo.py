@@ -7,7 +7,7 @@ A scratch install (its own SQLite database, media, feature cache and artifacts u
    (the admin's bulk-correction service) and give flagged labels their second look;
 3. `manage.py retrain` trains, evaluates both versions on the 980 benchmark test photos plus the
    held-out slice of the labels, and promotes or not;
-4. users upload the 60 monarch photos and staff mislabel them "peacock" (corrupted labels);
+4. users upload the 60 monarch photos and staff mislabel them "viceroy" (corrupted labels);
    `manage.py retrain --include-flagged` trains on them anyway; the rule must refuse it.
 
     flock /tmp/butterflysite-bench.lock .venv/bin/python scripts/retraining_demo.py --out /tmp/retrain-demo
@@ -24,7 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
-RARE, CORRUPTED, WRONG_LABEL = "viceroy", "monarch", "peacock"
+# The corrupted labels: monarchs called viceroy, the look-alike mix-up a hurried bulk action makes.
+RARE, CORRUPTED, WRONG_LABEL = "viceroy", "monarch", "viceroy"
 N_UPLOADS = 60
 
 
@@ -35,9 +36,13 @@ def main() -> int:
     parser.add_argument("--weights", default=str(SHARED / "weights" / "mobilenet_0.50_160_imagenet_no_top.weights.h5"))
     args = parser.parse_args()
     out = Path(args.out)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    for part in ("var", "base", "models", "retrained", "summary.json"):  # the feature cache is kept
+        path = out / part
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
     os.environ.update({
         "BUTTERFLYSITE_VAR_DIR": str(out / "var"), "DJANGO_SETTINGS_MODULE": "butterflysite.settings",
         "RETRAIN_OUTPUT_DIR": str(out / "retrained"), "RETRAIN_CACHE_DIR": str(out / "cache"),
@@ -127,7 +132,7 @@ def main() -> int:
 
     monarchs = upload_and_classify(spare[CORRUPTED])
     services.labels_correct_bulk(photos=monarchs, new_label=WRONG_LABEL, corrected_by=staff)
-    figures["corrupted_flagged"] = Photo.objects.filter(label=WRONG_LABEL).exclude(label_flag="").count()
+    figures["corrupted_flagged"] = Photo.objects.filter(pk__in=[p.pk for p in monarchs]).exclude(label_flag="").count()
     figures["corrupted_retrain"] = retrain("--include-flagged")
     figures["default_after"] = str(ModelVersion.objects.get(is_default=True))
     (out / "summary.json").write_text(json.dumps(figures, indent=2) + "\n")

@@ -24,6 +24,31 @@ def test_promotion_decision(candidate, baseline, promote):
     assert decision.reasons
 
 
+def test_a_species_the_labels_touch_must_keep_its_recall():
+    def with_recall(top1, monarch, viceroy):
+        report_ = report(top1, 0.5)
+        report_["benchmark"]["per_class"] = {"monarch": {"recall": monarch}, "viceroy": {"recall": viceroy},
+                                             "adonis": {"recall": 0.5}}
+        return report_
+
+    baseline = with_recall(0.90, 1.0, 0.9)
+    corrupted = with_recall(0.92, 0.8, 0.95)  # better overall, monarch broken
+    decision = promotion_decision(corrupted, baseline, 0.005, touched=["monarch", "viceroy"], max_class_recall_drop=0.15)
+    assert not decision.promote and "recall of monarch falls from 100% to 80%" in decision.reasons[0]
+    # The same drop in a species no label is about is noise the overall top-1 already weighs.
+    assert promotion_decision(corrupted, baseline, 0.005, touched=["viceroy"], max_class_recall_drop=0.15).promote
+    assert promotion_decision(with_recall(0.90, 0.85, 0.9), baseline, 0.005, touched=["monarch"],
+                              max_class_recall_drop=0.15).promote  # 15 points: allowed
+
+
+def test_touched_species_are_the_labels_and_the_predictions_they_replaced(tmp_path):
+    from ml.retrain import touched_species
+
+    photos = [LabelledPhoto("photo-1", tmp_path / "1.jpg", "viceroy", previous_label="monarch"),
+              LabelledPhoto("photo-2", tmp_path / "2.jpg", "not a butterfly", previous_label="adonis")]
+    assert touched_species(photos) == ["adonis", "monarch", "viceroy"]
+
+
 def test_first_version_is_promoted():
     assert promotion_decision(report(0.5, 0.5), None, 0.005).promote
 
@@ -55,4 +80,4 @@ def test_the_rule_is_readable_without_tensorflow():
 
     code = "import sys, ml.retrain as r; print(r.promotion_rule(0.005)); sys.exit('tensorflow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0 and "0.5 percentage points" in result.stdout
+    assert result.returncode == 0 and "0.5 percentage points" in result.stdout and "15 points" in result.stdout
