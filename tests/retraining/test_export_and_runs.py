@@ -157,3 +157,11 @@ def test_model_version_page_shows_benchmark_figures_and_field_accuracy(staff_cli
     assert b"97.76%" in listing.content and b"50.0% of 2" in listing.content
     missing = ModelVersionFactory(artifact_path="/nonexistent")
     assert staff_client.get(reverse("admin:classifier_modelversion_confusion_matrix", args=[missing.pk])).status_code == 404
+
+
+def test_a_worker_finds_the_retraining_tasks():
+    from butterflysite.celery import app
+
+    app.loader.import_default_modules()
+    app.autodiscover_tasks(force=True)  # as the worker does: the INSTALLED_APPS
+    assert {"retraining.tasks.retrain_run_task", "retraining.tasks.reclassify_photos_task"} <= set(app.tasks)
