@@ -200,7 +200,9 @@ class PhotoAdmin(admin.ModelAdmin):
                 request.session["review_skipped"] = (skipped + [photo.pk])[-500:]
                 return redirect("admin:classifier_photo_review")
             try:
-                label = (request.POST.get("label") or "").strip()
+                # A candidate button and the "another species" list may both send a label: the
+                # button pressed comes first in the form.
+                label = next((v.strip() for v in request.POST.getlist("label") if v.strip()), "")
                 shown = selectors.photo_annotate(Photo.objects.filter(pk=photo.pk)).values_list("effective_label", flat=True)[0]
                 if label and label == shown:
                     services.label_confirm(photo=photo, confirmed_by=request.user, label=label)
