@@ -129,3 +129,22 @@ def test_exif_orientation_applied_gps_dropped_original_untouched(user):
             assert not shown.getexif() and "exif" not in shown.info
     with default_storage.open(photo.original.name) as f:
         assert f.read() == content  # the owner's original keeps its metadata, byte for byte
+
+
+def test_classification_sees_the_photo_upright_too():
+    # The worker decodes the untouched original: EXIF orientation must be applied there as well.
+    import numpy as np
+
+    from ml import images
+
+    upright = Image.new("RGB", (60, 120), (0, 0, 255))
+    upright.paste((255, 0, 0), (0, 0, 60, 30))  # red band at the top
+    stored = upright.rotate(90, expand=True)  # as the camera wrote the pixels: 120x60
+    exif = stored.getexif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    out = io.BytesIO()
+    stored.save(out, "JPEG", exif=exif, quality=95)
+    pixels = images.to_array(io.BytesIO(out.getvalue()), 32)
+    assert pixels[:4, :, 0].mean() > 200 and pixels[:4, :, 2].mean() < 60  # red on top
+    assert pixels[-4:, :, 2].mean() > 200  # blue below
+    assert not np.allclose(pixels, images.to_array(io.BytesIO(image_bytes("JPEG", size=(120, 60))), 32))
