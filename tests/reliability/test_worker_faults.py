@@ -91,10 +91,14 @@ def test_worker_sigkilled_mid_batch_then_back_classifies_each_photo_once_per_mod
     unacked = redis.Redis.from_url(redis_server.url).hvals("unacked")
     assert any(killed_task.encode() in message for message in unacked), unacked
 
+    restarted = time.monotonic()
     worker = start_worker(env, models=len(active))
     processes.append(worker)
+    ready = time.monotonic()
     wait_until(lambda: not Photo.objects.filter(pk__in=ids, status=Photo.Status.PENDING).exists(), 240, interval=0.5,
                what=f"all photos classified after the restart\n{worker.text()}")
+    print(f"\nSIGKILL: {len(claimed)} photos claimed, {pending_at_kill}/{len(ids)} pending at the kill; new worker ready "
+          f"in {ready - restarted:.1f}s, all classified {time.monotonic() - ready:.1f}s later")
     _assert_classified_once_per_model(ids, active)
 
 
@@ -108,12 +112,13 @@ def test_upload_while_redis_is_down_is_kept_and_classified_once_redis_is_back(re
     token = api_token("no-redis")
 
     redis_server.stop()  # the broker (and the rate-limit cache) is gone, with every queued message
-    ids = []
+    ids, upload_seconds = [], []
     for path in sample_photos(butterflies_dir, 3):
         status, body, seconds = api_upload(url, token, path)
         assert status == 202, body
         assert seconds < 10, f"upload took {seconds:.1f}s with Redis down"
         ids.append(body["id"])
+        upload_seconds.append(seconds)
     photos = list(Photo.objects.filter(pk__in=ids))
     assert len(photos) == 3 and {p.status for p in photos} == {Photo.Status.PENDING}
     media = tmp_path / "media"
@@ -123,8 +128,11 @@ def test_upload_while_redis_is_down_is_kept_and_classified_once_redis_is_back(re
     assert Photo.objects.filter(pk__in=ids, status=Photo.Status.PENDING).count() == 3  # nothing can classify them yet
 
     redis_server.start()  # back, empty
+    back = time.monotonic()
     wait_until(lambda: not Photo.objects.filter(pk__in=ids, status=Photo.Status.PENDING).exists(), 180, interval=0.5,
                what=f"classification once Redis is back\n{worker.text()}")
+    print(f"\nRedis down: uploads answered 202 in {', '.join(f'{s:.2f}s' for s in upload_seconds)}; "
+          f"classified {time.monotonic() - back:.1f}s after Redis was back")
     _assert_classified_once_per_model(ids, active)
     assert "sweep: sent" in "".join(worker.log)
 
@@ -156,6 +164,7 @@ def test_missing_or_corrupt_model_fails_readably_while_the_other_model_answers(r
     wait_until(lambda: Photo.objects.get(pk=photo_id).status != Photo.Status.PENDING, 120, interval=0.5,
                what=f"the photo to be reported\n{worker.text()}")
     photo = Photo.objects.get(pk=photo_id)
+    print(f"\nbroken models: {photo.status}: {photo.failure_reason}")
     assert photo.status == Photo.Status.FAILED
     assert "cannot load model missing_model" in photo.failure_reason
     assert "cannot load model corrupt_model" in photo.failure_reason
