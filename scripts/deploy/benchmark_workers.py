@@ -10,6 +10,13 @@ and time until the database shows all of them classified. Photos are created bef
 (their upload-time tasks go to a queue no worker reads), so only classification is timed.
 Media is on local disk by default (`--storage s3` puts it on a local moto_server instead), so
 the figure is the workers' own throughput. Prints the median of `--repeats` runs per count.
+Every run starts from no predictions and checks afterwards that each photo has exactly one per
+active model.
+
+Each worker's TensorFlow uses every core by default. To see how throughput grows with
+processes while cores are free (as it does with more dynos, each with cores of its own), give
+each worker one core's worth of threads:
+    ... benchmark_workers.py --env TF_NUM_INTRAOP_THREADS=1 --env TF_NUM_INTEROP_THREADS=1
 """
 
 from __future__ import annotations
@@ -61,7 +68,8 @@ def main() -> int:
         from django.core.files.uploadedfile import SimpleUploadedFile
 
         from classifier import services
-        from classifier.models import Photo
+        from classifier.models import Photo, Prediction
+        from classifier.selectors import model_version_list_active
         from classifier.tasks import classify_photo
 
         owner = User.objects.create_user("bench")
@@ -71,36 +79,51 @@ def main() -> int:
             uploads = [SimpleUploadedFile(p.name, p.read_bytes(), "image/jpeg") for p in files[start:start + 20]]
             photos += services.photos_create(owner=owner, uploads=uploads)
         ids = [p.pk for p in photos]
+        models = len(model_version_list_active())
         print(f"{len(ids)} photos created; workers: {counts}, repeats: {args.repeats}", flush=True)
 
-        results = {}
-        for count in counts:
-            rates = []
-            for repeat in range(args.repeats):
-                Photo.objects.filter(pk__in=ids).update(status=Photo.Status.PENDING, classified_at=None)
-                logs = [work / f"w{count}-{repeat}-{i}.log" for i in range(count)]
-                workers = [h.start("worker", env, log, f"--hostname bench{i}@%h") for i, log in enumerate(logs)]
-                try:
-                    # "ready." comes before the pool process has loaded the models; each pool
-                    # process logs "loaded model" once it has (classifier/inference.py).
-                    h.wait_until(lambda: all("loaded model" in log.read_text(errors="replace") for log in logs), 300,
-                                 what=f"{count} workers to load their models ({work})")
-                    started = time.monotonic()
-                    for photo_id in ids:
-                        classify_photo.apply_async(args=[photo_id], queue="celery")
-                    h.wait_until(lambda: Photo.objects.filter(pk__in=ids, status=Photo.Status.DONE).count() == len(ids),
-                                 600, interval=0.05, what="all photos classified")
-                    seconds = time.monotonic() - started
-                finally:
-                    for worker in workers:
-                        h.stop(worker)
-                failed = Photo.objects.filter(pk__in=ids, status=Photo.Status.FAILED).count()
-                rate = len(ids) / seconds
-                rates.append(rate)
-                print(f"  {count} worker(s), run {repeat + 1}: {len(ids)} photos in {seconds:.2f}s = {rate:.2f}/s"
-                      + (f" ({failed} failed)" if failed else ""), flush=True)
-            results[count] = {"median_per_second": round(statistics.median(rates), 2),
-                              "runs_per_second": [round(r, 2) for r in rates]}
+        def classify_all(count: int, repeat: int) -> float:
+            """Seconds `count` fresh workers take to classify every photo from scratch."""
+            Prediction.objects.filter(photo_id__in=ids).delete()
+            Photo.objects.filter(pk__in=ids).update(status=Photo.Status.PENDING, classified_at=None,
+                                                    claimed_by="", claim_expires=None)
+            logs = [work / f"w{count}-{repeat}-{i}.log" for i in range(count)]
+            workers = [h.start("worker", env, log, f"--hostname bench{i}@%h") for i, log in enumerate(logs)]
+            try:
+                # "ready." comes before the pool process has loaded the models; it logs
+                # "loaded model" once per active model (classifier/inference.py).
+                h.wait_until(lambda: all(log.read_text(errors="replace").count("loaded model") >= models
+                                         for log in logs), 300,
+                             what=f"{count} workers to load their {models} models ({work})")
+                started = time.monotonic()
+                for photo_id in ids:
+                    classify_photo.apply_async(args=[photo_id], queue="celery")
+                h.wait_until(lambda: Photo.objects.filter(pk__in=ids, status=Photo.Status.DONE).count() == len(ids),
+                             600, interval=0.05, what="all photos classified")
+                seconds = time.monotonic() - started
+            finally:
+                for worker in workers:
+                    h.stop(worker)
+            predictions = Prediction.objects.filter(photo_id__in=ids).count()
+            if predictions != len(ids) * models:
+                raise SystemExit(f"expected {len(ids) * models} predictions, found {predictions}")
+            return seconds
+
+        rates = {count: [] for count in counts}
+        loads = {count: [] for count in counts}
+        # Rounds of every count, the order rotated each round, so load from others on this
+        # shared machine falls on all counts alike rather than on whichever ran last.
+        for repeat in range(args.repeats):
+            for count in counts[repeat % len(counts):] + counts[:repeat % len(counts)]:
+                seconds = classify_all(count, repeat)
+                rates[count].append(len(ids) / seconds)
+                # The 1-minute load average says whether others were busy meanwhile.
+                loads[count].append(round(os.getloadavg()[0], 2))
+                print(f"  {count} worker(s), round {repeat + 1}: {len(ids)} photos in {seconds:.2f}s"
+                      f" = {rates[count][-1]:.2f}/s, load average {loads[count][-1]}", flush=True)
+        results = {count: {"median_per_second": round(statistics.median(rates[count]), 2),
+                           "runs_per_second": [round(r, 2) for r in rates[count]],
+                           "load_avg_1min_after": loads[count]} for count in counts}
         base = results[counts[0]]["median_per_second"]
         for count in counts:
             results[count]["speedup_vs_first"] = round(results[count]["median_per_second"] / base, 2)
