@@ -39,6 +39,9 @@ class LabelledPhoto:
     # What the photo was called before staff labelled it (the prediction shown): a species the
     # label takes photos away from, so the promotion rule watches its recall too.
     previous_label: str = ""
+    # The image's content hash: decides which side of the held-out split the photo falls on, so
+    # the same image uploaded twice can never be trained on and measured at once.
+    content_hash: str = ""
 
 
 @dataclass
@@ -143,15 +146,16 @@ def promotion_decision(candidate: dict, baseline: dict | None, max_benchmark_dro
 
 def split_labelled(labelled: list[LabelledPhoto], fraction: float, seed: int = 0
                    ) -> tuple[list[LabelledPhoto], list[LabelledPhoto]]:
-    """(train, held out). Per label, the photos are ordered by a hash of (seed, key) and the first
-    ceil(fraction * n) are held out when the label has at least two: the same photo stays held
-    out run after run while the rest of its label grows, so no later run trains on it."""
+    """(train, held out). Per label, the photos are ordered by a hash of (seed, content hash or
+    key) and the first ceil(fraction * n) are held out when the label has at least two: the same
+    photo stays held out run after run while the rest of its label grows, so no later run trains
+    on it."""
     by_label: dict[str, list[LabelledPhoto]] = {}
     for photo in labelled:
         by_label.setdefault(photo.label, []).append(photo)
     train, held_out = [], []
     for label in sorted(by_label):
-        photos = sorted(by_label[label], key=lambda p: hashlib.sha256(f"{seed}:{p.key}".encode()).hexdigest())
+        photos = sorted(by_label[label], key=lambda p: (hashlib.sha256(f"{seed}:{p.content_hash or p.key}".encode()).hexdigest(), p.key))
         n_out = math.ceil(fraction * len(photos)) if len(photos) >= 2 and fraction > 0 else 0
         held_out += photos[:n_out]
         train += photos[n_out:]

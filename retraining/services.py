@@ -154,7 +154,7 @@ def _train(run: RetrainRun, baseline: ModelVersion):
                 logger.warning("photo %s: original unreadable, left out of retraining", row.photo_id)
                 continue
             photos.append(ml_retrain.LabelledPhoto(key=f"photo-{row.photo_id}", path=local, label=row.label,
-                                                   previous_label=row.previous_label))
+                                                   previous_label=row.previous_label, content_hash=row.sha256))
         request = ml_retrain.RetrainRequest(
             base_data_dir=conf.base_data_dir(), benchmark_dir=conf.benchmark_dir(), labelled=photos,
             backbones=ml_retrain.backbones_from_metadata(metadata, conf.weights_dir()),
