@@ -43,9 +43,12 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import harness as h  # noqa: E402
+
+ROOT = h.ROOT
 sys.path.insert(0, str(ROOT))
-PHOTOS = ROOT.parent / "shared" / "data" / "butterflies50" / "test"
+PHOTOS = h.PHOTOS / "test"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -217,7 +220,7 @@ def main() -> int:
     from ml.predict import Predictor
 
     manifest = json.loads((ROOT / "artifacts" / "manifest.json").read_text())
-    figures: dict = {"cpu_count": os.cpu_count(), "load_avg_before": [round(x, 2) for x in os.getloadavg()],
+    figures: dict = {"cpu_count": os.cpu_count(), "load_avg_before": h.load_average(),
                      "tensorflow": tf.__version__, "batch": args.batch, "repeats": args.repeats,
                      "manifest": manifest, "rss_mb_tensorflow_imported": rss_mb(), "models": {}}
     figures["machine"] = machine_bounds(args.repeats)
@@ -283,11 +286,8 @@ def main() -> int:
     figures["peak_rss_mb_all_models"] = peak_rss_mb()
 
     figures["decoding"] = decoding(args.repeats)
-    figures["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    figures["load_avg_after"] = h.load_average()
+    h.report(figures, args.json)
     return 0
 
 

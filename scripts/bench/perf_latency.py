@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,45 +39,14 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-PHOTOS = ROOT.parent / "shared" / "data" / "butterflies50" / "test"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import harness as h  # noqa: E402
+
+ROOT = h.ROOT
+PHOTOS = h.PHOTOS / "test"
 PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 PG_DATABASE = "bench_perf"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q  # linear interpolation between closest ranks
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def summary(seconds: list[float]) -> dict:
-    return {"n": len(seconds), "p50_s": round(percentile(seconds, 0.5), 3), "p95_s": round(percentile(seconds, 0.95), 3),
-            "min_s": round(min(seconds), 3), "max_s": round(max(seconds), 3), "mean_s": round(statistics.mean(seconds), 3)}
-
-
-def procfile_worker() -> str:
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        name, _, command = line.partition(":")
-        if name.strip() == "worker":
-            return command.strip()
-    raise KeyError("worker")
-
-
-def descendants(pid: int) -> list[int]:
-    found, stack = [], [pid]
-    while stack:
-        current = stack.pop()
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
-                stack += [int(child) for child in (task / "children").read_text().split()]
-            except OSError:
-                pass
-    return found
 
 
 def process_memory(pid: int) -> dict:
@@ -102,7 +70,7 @@ class Worker:
     def __init__(self, env: dict, log: Path):
         self.log = log
         self.started = time.time()
-        self.process = subprocess.Popen(["bash", "-c", "exec " + procfile_worker().replace("REMAP_SIGTERM=SIGQUIT ", "")],
+        self.process = subprocess.Popen(["bash", "-c", "exec " + h.procfile_command("worker").replace("REMAP_SIGTERM=SIGQUIT ", "")],
                                         cwd=ROOT, env={**env, "REMAP_SIGTERM": "SIGQUIT"}, start_new_session=True,
                                         stdout=open(log, "ab"), stderr=subprocess.STDOUT)
         self.seen: dict[str, list[float]] = {marker: [] for marker in self.MARKERS}
@@ -126,7 +94,7 @@ class Worker:
         return len(self.seen["loaded model"]) >= count
 
     def memory(self) -> list[dict]:
-        processes = [process_memory(pid) for pid in descendants(self.process.pid)]
+        processes = [process_memory(pid) for pid in h.descendants(self.process.pid)]
         return [p for p in processes if "celery" in p.get("cmd", "")]
 
     def stop(self):
@@ -138,15 +106,6 @@ class Worker:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.025):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def child(config: str, args) -> dict:
@@ -214,8 +173,8 @@ def child(config: str, args) -> dict:
 
     def results(uploads: dict[int, float], timeout: float) -> list[float]:
         ids = list(uploads)
-        wait_until(lambda: Photo.objects.filter(pk__in=ids, status="done").count() == len(ids), timeout,
-                   f"{len(ids)} results")
+        h.wait_until(lambda: Photo.objects.filter(pk__in=ids, status="done").count() == len(ids), timeout,
+                     interval=0.025, what=f"{len(ids)} results")
         done = dict(Photo.objects.filter(pk__in=ids).values_list("pk", "classified_at"))
         return [done[i].timestamp() - uploads[i] for i in ids]
 
@@ -227,7 +186,7 @@ def child(config: str, args) -> dict:
         for _ in range(n):
             photo_id, started = upload()
             times += results({photo_id: started}, 120)
-        return summary(times)
+        return h.latency_summary(times)
 
     def burst(n: int) -> dict:
         uploads = {}
@@ -238,17 +197,17 @@ def child(config: str, args) -> dict:
         upload_s = time.time() - began
         times = results(uploads, 600)
         last = max(uploads[i] + t for i, t in zip(uploads, times))
-        return {**summary(times), "uploads_s": round(upload_s, 2), "makespan_s": round(last - began, 2),
+        return {**h.latency_summary(times), "uploads_s": round(upload_s, 2), "makespan_s": round(last - began, 2),
                 "photos_per_s": round(n / (last - began), 2)}
 
     # 1-3: batched worker (CLASSIFIER_BATCH_SIZE default).
     first_id, first_upload = upload()
     worker = start_worker("batched")
     try:
-        wait_until(lambda: Photo.objects.filter(pk=first_id, status="done").exists(), 300, "the first result",
-                   interval=0.02)
+        h.wait_until(lambda: Photo.objects.filter(pk=first_id, status="done").exists(), 300, interval=0.02,
+                     what="the first result")
         classified = Photo.objects.get(pk=first_id).classified_at.timestamp()
-        wait_until(lambda: worker.models_loaded(active), 30, "the model log lines")
+        h.wait_until(lambda: worker.models_loaded(active), 30, what="the model log lines")
         figures["cold_start"] = {"worker_start_to_first_result_s": round(classified - worker.started, 2),
                                  "worker_start_to_ready_line_s": (worker.seen["ready."] or [None])[0],
                                  "worker_start_to_each_model_loaded_s": worker.seen["loaded model"],
@@ -266,7 +225,7 @@ def child(config: str, args) -> dict:
     # 4: the unbatched reference.
     worker = start_worker("unbatched", CLASSIFIER_BATCH_SIZE=1)
     try:
-        wait_until(lambda: worker.models_loaded(active), 300, "the unbatched worker's models")
+        h.wait_until(lambda: worker.models_loaded(active), 300, what="the unbatched worker's models")
         figures["burst_batch_size_1"] = burst(args.burst)
         print(f"[{config}] burst of {args.burst}, CLASSIFIER_BATCH_SIZE=1: {json.dumps(figures['burst_batch_size_1'])}",
               flush=True)
@@ -278,7 +237,7 @@ def child(config: str, args) -> dict:
         os.environ["CELERY_BROKER_POLLING_INTERVAL"] = "1.0"  # this process only enqueues; harmless
         worker = start_worker("polling1s", CELERY_BROKER_POLLING_INTERVAL="1.0")
         try:
-            wait_until(lambda: worker.models_loaded(active), 300, "the polling worker's models")
+            h.wait_until(lambda: worker.models_loaded(active), 300, what="the polling worker's models")
             figures["sequential_polling_1s"] = sequential(args.sequential)
             print(f"[{config}] one at a time, broker polled every 1 s: {json.dumps(figures['sequential_polling_1s'])}",
                   flush=True)
@@ -318,7 +277,7 @@ def main() -> int:
     if args.child:
         Path(args.child_json).write_text(json.dumps(child(args.child, args)))
         return 0
-    figures = {"cpu_count": os.cpu_count(), "load_avg_before": [round(x, 2) for x in os.getloadavg()],
+    figures = {"cpu_count": os.cpu_count(), "load_avg_before": h.load_average(),
                "manifest": json.loads((ROOT / "artifacts" / "manifest.json").read_text()), "configs": {}}
     for config in args.configs.split(","):
         out = Path(tempfile.mkstemp(suffix=".json")[1])
@@ -326,11 +285,8 @@ def main() -> int:
                         "--sequential", str(args.sequential), "--burst", str(args.burst)], check=True)
         figures["configs"][config] = json.loads(out.read_text())
         out.unlink()
-    figures["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    figures["load_avg_after"] = h.load_average()
+    h.report(figures, args.json)
     return 0
 
 

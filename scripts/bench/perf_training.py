@@ -31,8 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data" / "butterflies50"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import harness as h  # noqa: E402
+
+ROOT = h.ROOT
+DATA = h.PHOTOS
 WEIGHTS = ROOT.parent / "shared" / "weights"
 
 
@@ -102,10 +105,7 @@ def main() -> int:
         runs["head_cold"]["timings_s"]["total_s"] / runs["head_warm"]["timings_s"]["total_s"], 1)
     if "default_cold" in runs:
         figures["default_retrain_speedup"] = round(runs["default_cold"]["wall_s"] / runs["default_warm"]["wall_s"], 1)
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    h.report(figures, args.json)
     return 0
 
 

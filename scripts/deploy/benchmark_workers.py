@@ -22,7 +22,6 @@ each worker one core's worth of threads:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -30,10 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _harness as h  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import harness as h  # noqa: E402
 
-PHOTOS = h.ROOT.parent / "shared" / "data" / "butterflies50" / "test"
+PHOTOS = h.PHOTOS / "test"
 
 
 def main() -> int:
@@ -118,7 +117,7 @@ def main() -> int:
                 seconds = classify_all(count, repeat)
                 rates[count].append(len(ids) / seconds)
                 # The 1-minute load average says whether others were busy meanwhile.
-                loads[count].append(round(os.getloadavg()[0], 2))
+                loads[count].append(h.load_average()[0])
                 print(f"  {count} worker(s), round {repeat + 1}: {len(ids)} photos in {seconds:.2f}s"
                       f" = {rates[count][-1]:.2f}/s, load average {loads[count][-1]}", flush=True)
         results = {count: {"median_per_second": round(statistics.median(rates[count]), 2),
@@ -129,9 +128,7 @@ def main() -> int:
             results[count]["speedup_vs_first"] = round(results[count]["median_per_second"] / base, 2)
         summary = {"cpu_cores": os.cpu_count(), "photos": len(ids), "storage": args.storage, "extra_env": args.env,
                    "workers": results}
-        print(json.dumps(summary, indent=2))
-        if args.json:
-            Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        h.report(summary, args.json)
     return 0
 
 

@@ -15,9 +15,7 @@ resident memory of its whole process tree is read from /proc: RSS (what `ps` sho
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,11 +23,11 @@ from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _harness as h  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import harness as h  # noqa: E402
 
 DYNOS_MB = {"Basic / Standard-1X": 512, "Standard-2X": 1024, "Performance-M": 2560, "Performance-L": 14336}
-PHOTOS = h.ROOT.parent / "shared" / "data" / "butterflies50" / "test"
+PHOTOS = h.PHOTOS / "test"
 HTTPS = {"X-Forwarded-Proto": "https", "Host": "bench.herokuapp.com"}
 
 
@@ -107,9 +105,7 @@ def main() -> int:
                 photo_ids = []
         finally:
             h.stop(web)
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    h.report(figures, args.json)
     return 0
 
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import json
-import os
 import shutil
 import subprocess
 import sys
@@ -28,6 +26,9 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import harness as h  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT_MB = 500  # Heroku's hard limit on the compressed slug
@@ -227,9 +228,7 @@ def main() -> int:
             "largest_packages_mb": {name: round(size / 1e6, 1) for name, size in largest(site)},
             "build_seconds": round(time.monotonic() - started),
         }
-        print(json.dumps(figures, indent=2))
-        if args.json:
-            Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+        h.report(figures, args.json)
         verdict = "PASS" if figures["fits"] else "FAIL"
         print(f"{verdict}: slug {figures['compressed_mb']} MB compressed "
               f"({figures['uncompressed_mb']} MB unpacked), limit {args.limit_mb:g} MB")

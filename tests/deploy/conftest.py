@@ -7,51 +7,24 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import socket
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
+from scripts import harness
+from scripts.harness import ROOT, VENV_BIN, free_port, manage, stop, wait_until
+
+__all__ = ["ROOT", "free_port", "manage", "production_env", "stop", "wait_until"]
+
+HOST = "butterflysite-test.herokuapp.com"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def stop(process: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 30) -> int:
-    """Signal a process group we started, then kill it if it lingers."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
-    return process.returncode
+def production_env(**extra) -> dict:
+    """What a dyno's environment holds (config vars), minus anything from this shell."""
+    return harness.production_env(host=HOST, **extra)
 
 
 @pytest.fixture(scope="session")
@@ -151,24 +124,6 @@ def redis_url():
     client.flushdb()
 
 
-def production_env(**extra) -> dict:
-    """What a dyno's environment holds (config vars), minus anything from this shell."""
-    env = {
-        key: value for key, value in os.environ.items()
-        if not key.startswith(("DJANGO_", "AWS_", "DATABASE_", "REDIS_", "CELERY_", "BUCKETEER_"))
-    }
-    env.update({
-        "DJANGO_ENV": "production",
-        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-        "DJANGO_ALLOWED_HOSTS": "butterflysite-test.herokuapp.com",
-        "PYTHONPATH": str(ROOT),
-        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    })
-    env.update({key: str(value) for key, value in extra.items()})
-    return env
-
-
 def bucket_env(bucket) -> dict:
     return {
         "AWS_STORAGE_BUCKET_NAME": bucket["name"],
@@ -177,12 +132,3 @@ def bucket_env(bucket) -> dict:
         "AWS_S3_ENDPOINT_URL": bucket["endpoint"],
         "AWS_S3_REGION_NAME": bucket["region"],
     }
-
-
-def manage(env: dict, *args, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 
-from tests.deploy.conftest import ROOT, bucket_env, free_port, manage, production_env, stop, wait_until
-from tests.deploy.test_worker_shutdown import procfile_command
+from scripts.harness import procfile_command
+from tests.deploy.conftest import HOST, ROOT, bucket_env, free_port, manage, production_env, stop, wait_until
 
 pytestmark = pytest.mark.deploy
 
-HOST = "butterflysite-test.herokuapp.com"
+
 HTTPS = {"X-Forwarded-Proto": "https", "Host": HOST}  # what Heroku's router adds
 
 

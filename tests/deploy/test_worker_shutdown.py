@@ -15,17 +15,10 @@ import uuid
 import pytest
 import redis
 
+from scripts.harness import procfile_command
 from tests.deploy.conftest import ROOT, manage, production_env, stop, wait_until
 
 pytestmark = pytest.mark.deploy
-
-
-def procfile_command(process_type: str) -> str:
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        name, _, command = line.partition(":")
-        if name.strip() == process_type:
-            return command.strip()
-    raise AssertionError(f"no {process_type} process in the Procfile")
 
 
 @pytest.fixture

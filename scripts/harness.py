@@ -1,10 +1,13 @@
-"""Shared by measure_memory.py and benchmark_workers.py: run the Procfile's processes on this
-machine with production settings against PostgreSQL, Redis and (optionally) a local S3 server,
-and read the memory of process trees from /proc."""
+"""Running the stack on this machine for benchmarks (scripts/deploy, scripts/bench) and for the
+process-level tests (tests/deploy, tests/reliability): the Procfile's processes with production
+settings against PostgreSQL, Redis and (optionally) a local S3 server, waiting on them, stopping
+them, the memory of process trees from /proc, and the statistics and figure files benchmarks
+report. Standard library only at import time (tests import it as `scripts.harness`)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -15,7 +18,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = ROOT.parent / "shared" / "data" / "butterflies50"
 VENV_BIN = Path(sys.executable).parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -45,15 +49,18 @@ def procfile_command(process_type: str) -> str:
     raise KeyError(process_type)
 
 
-def stop(process: subprocess.Popen, timeout: float = 30) -> None:
+def stop(process: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 30) -> int | None:
+    """Signal a process group started with start_new_session, then kill it if it lingers."""
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
+            os.killpg(process.pid, sig)
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
+    return process.returncode
 
 
 @contextlib.contextmanager
@@ -114,13 +121,14 @@ def redis_db(url: str, db: int) -> str:
     return moved
 
 
-def production_env(**extra) -> dict:
+def production_env(*, host: str = "bench.herokuapp.com", **extra) -> dict:
+    """What a dyno's environment holds (config vars), minus anything from this shell."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("DJANGO_", "AWS_", "DATABASE_", "REDIS_", "CELERY_", "BUCKETEER_"))}
     env.update({
         "DJANGO_ENV": "production",
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-        "DJANGO_ALLOWED_HOSTS": "bench.herokuapp.com",
+        "DJANGO_ALLOWED_HOSTS": host,
         "PYTHONPATH": str(ROOT),
         "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -129,9 +137,13 @@ def production_env(**extra) -> dict:
     return env
 
 
-def manage(env: dict, *args) -> None:
-    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL, timeout=600)
+def manage(env: dict, *args, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    """python manage.py <args> in a fresh process with `env`; raises with its output if it fails."""
+    result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
 
 
 def start(process_type: str, env: dict, log: Path, extra_args: str = "") -> subprocess.Popen:
@@ -175,3 +187,31 @@ def tree_memory(root_pid: int) -> dict:
         "rss_mb": round(sum(p["rss_kb"] for p in processes) / 1024, 1),
         "pss_mb": round(sum(p["pss_kb"] for p in processes) / 1024, 1),
     }
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile, interpolating linearly between the closest ranks."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def latency_summary(seconds: list[float]) -> dict:
+    return {"n": len(seconds), "p50_s": round(percentile(seconds, 0.5), 3), "p95_s": round(percentile(seconds, 0.95), 3),
+            "min_s": round(min(seconds), 3), "max_s": round(max(seconds), 3),
+            "mean_s": round(sum(seconds) / len(seconds), 3)}
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15-minute load averages: on a shared machine, whether others were busy."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def report(figures: dict, json_path: str | None) -> None:
+    """Prints a benchmark's figures and, when asked, saves them (docs/perf/*.json)."""
+    print(json.dumps(figures, indent=2))
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(figures, indent=2) + "\n")
