@@ -1,11 +1,11 @@
-"""The review queue driven from the keyboard in a real browser (Debian's Chromium, Playwright)."""
+"""The staff review queue (retraining loop, docs/retraining.md) driven from the keyboard in a
+real browser (Debian's Chromium, Playwright)."""
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from classifier import services
 from classifier.models import LabelCorrection, ModelVersion, Photo
-from tests.browser.conftest import browser, page, screenshot  # noqa: F401  (fixtures)
 from tests.classifier.factories import ModelVersionFactory, PredictionFactory, UserFactory
 
 pytestmark = pytest.mark.browser
@@ -19,7 +19,7 @@ def _photo(owner, path, model, top):
     return photo
 
 
-def test_staff_confirm_correct_and_skip_with_the_keyboard(page, live_server, butterflies_dir, screenshot,  # noqa: F811
+def test_staff_confirm_correct_and_skip_with_the_keyboard(page, live_server, butterflies_dir, screenshot,
                                                           django_capture_on_commit_callbacks):
     ModelVersion.objects.update(is_active=False, is_default=False)
     model = ModelVersionFactory(name="small", is_default=True)
