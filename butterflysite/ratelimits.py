@@ -46,6 +46,11 @@ def _username_key(group, request) -> str:
 
 KEYS = {"ip": lambda group, request: f"ip:{client_ip(request)}", "user": _user_key, "username": _username_key}
 
+# {key kind: name of the setting holding its rate}, per group of views.
+LOGIN_RATES = {"ip": "RATELIMIT_LOGIN_IP", "username": "RATELIMIT_LOGIN_USERNAME"}
+SIGNUP_RATES = {"ip": "RATELIMIT_LOGIN_IP"}
+UPLOAD_RATES = {"ip": "RATELIMIT_UPLOAD_IP", "user": "RATELIMIT_UPLOAD_USER"}
+
 
 def seconds_until_allowed(request, group: str, limits: dict[str, str]) -> int | None:
     """Counts this request against each {key kind: rate}; the seconds to wait when one is over

@@ -2,8 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from butterflysite.ratelimits import rate_limit
-from classifier.views import LOGIN_RATES
+from butterflysite.ratelimits import LOGIN_RATES, rate_limit
 
 urlpatterns = [
     path("admin/", admin.site.urls),

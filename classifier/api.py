@@ -12,9 +12,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
-from butterflysite.ratelimits import limits_from_settings, seconds_until_allowed, too_many_requests
+from butterflysite.ratelimits import LOGIN_RATES, UPLOAD_RATES, limits_from_settings, seconds_until_allowed, too_many_requests
 from classifier import selectors, services
-from classifier.views import LOGIN_RATES, UPLOAD_RATES
 
 
 def _detail_url(request, photo):

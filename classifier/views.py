@@ -9,7 +9,7 @@ from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from butterflysite.ratelimits import rate_limit
+from butterflysite.ratelimits import SIGNUP_RATES, UPLOAD_RATES, rate_limit
 from classifier import selectors, services
 from classifier.files import photo_file_response
 from classifier.forms import UploadForm
@@ -26,12 +26,8 @@ def _photo_context(photo):
     }
 
 
-LOGIN_RATES = {"ip": "RATELIMIT_LOGIN_IP", "username": "RATELIMIT_LOGIN_USERNAME"}
-UPLOAD_RATES = {"ip": "RATELIMIT_UPLOAD_IP", "user": "RATELIMIT_UPLOAD_USER"}
-
-
 @require_http_methods(["GET", "POST"])
-@rate_limit("signup", {"ip": "RATELIMIT_LOGIN_IP"})
+@rate_limit("signup", SIGNUP_RATES)
 def signup(request):
     if request.user.is_authenticated:
         return redirect("classifier:gallery")
