@@ -18,10 +18,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
-from django.core.files.storage import default_storage
+from django.core.files.storage import FileSystemStorage, default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from butterflysite import artifact_store
 from classifier import inference
 from classifier import selectors as classifier_selectors
 from classifier import services as classifier_services
@@ -98,7 +99,7 @@ def retrain_run_execute(*, run_id: int) -> RetrainRun:
         out_dir, outcome, number = _train(run, baseline)
         with transaction.atomic():
             candidate = classifier_services.model_version_register_trained(
-                artifact_dir=outcome.artifact_dir, number=number, created_by=run.requested_by, replaces=baseline,
+                artifact_dir=artifact_location_for_workers(Path(outcome.artifact_dir)), number=number, created_by=run.requested_by, replaces=baseline,
                 training_photo_ids=[int(key.split("-", 1)[1]) for key in outcome.training_keys],
             )
             promote = outcome.decision.promote and run.options.get("promote", True)
@@ -131,6 +132,15 @@ def retrain_run_execute(*, run_id: int) -> RetrainRun:
         if not isinstance(error, (ValidationError, OSError, ValueError)):
             raise
     return RetrainRun.objects.get(pk=run_id)
+
+
+def artifact_location_for_workers(artifact_dir: Path) -> str:
+    """Where every worker can load a new version from. With object storage (production) a dyno's
+    disk is its own and ephemeral, so the artifact is published to the bucket and registered as a
+    `storage:` reference that each worker fetches once; on one machine the folder itself serves."""
+    if isinstance(default_storage, FileSystemStorage):
+        return str(artifact_dir)
+    return artifact_store.publish(artifact_dir, artifact_dir.name)
 
 
 def _train(run: RetrainRun, baseline: ModelVersion):

@@ -1,5 +1,6 @@
 """Trained model artifacts round-trip through the private bucket into a worker's local cache."""
 
+import json
 import threading
 
 import pytest
@@ -77,3 +78,30 @@ def test_the_fetched_artifact_loads_as_a_predictor(s3_storage):
     local = artifact_store.local_dir(artifact_store.publish(SHIPPED, "loadable", storage=s3_storage), storage=s3_storage)
     predictor = Predictor.load(local)
     assert predictor.classes == Predictor.load(SHIPPED).classes
+
+
+@pytest.mark.django_db
+def test_a_retrained_version_is_published_to_the_bucket_for_every_worker(bucket, tmp_path):
+    import shutil
+
+    from classifier import inference, services
+    from retraining.services import artifact_location_for_workers
+
+    trained = tmp_path / "out" / "inat_mobilenet_v2-2-run5"
+    shutil.copytree(SHIPPED, trained)
+    metadata = json.loads((trained / "metadata.json").read_text())
+    (trained / "metadata.json").write_text(json.dumps({**metadata, "version": "2"}))  # as ml.retrain writes it
+    s3 = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
+        "bucket_name": bucket["name"], "endpoint_url": bucket["endpoint"], "access_key": bucket["access_key"],
+        "secret_key": bucket["secret_key"], "region_name": bucket["region"], "default_acl": None,
+        "file_overwrite": False}}
+    with override_settings(STORAGES={"default": s3, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}},
+                           ML_ARTIFACTS_STORAGE_PREFIX="artifacts", ML_ARTIFACTS_CACHE_DIR=tmp_path / "cache"):
+        reference = artifact_location_for_workers(trained)
+        assert reference == "storage:artifacts/inat_mobilenet_v2-2-run5"
+        shutil.rmtree(trained)  # another dyno: only the bucket has it
+        version = services.model_version_register_trained(artifact_dir=reference, number=2)
+        assert version.artifact_path == reference and not version.is_active
+        assert inference.artifact_dir(version) == tmp_path / "cache" / "inat_mobilenet_v2-2-run5"
+    # On one machine (local media) the folder itself is the location.
+    assert artifact_location_for_workers(tmp_path / "local") == str(tmp_path / "local")
