@@ -32,8 +32,6 @@ import json
 import os
 import platform
 import queue
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,23 +41,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import harness as h  # noqa: E402
+
+ROOT, VENV_BIN = h.ROOT, h.VENV_BIN
 PHOTOS = Path(os.environ.get("BUTTERFLYSITE_SHARED_DIR", ROOT.parent / "shared")) / "data" / "butterflies50" / "test"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q  # linear interpolation between closest ranks
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Stack:
@@ -77,32 +63,7 @@ class Stack:
 
     def stop(self):
         for process in reversed(self.processes):
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGTERM)
-                    process.wait(15)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    try:
-                        os.killpg(process.pid, signal.SIGKILL)
-                        process.wait(10)
-                    except (ProcessLookupError, subprocess.TimeoutExpired):
-                        pass
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def procfile_command(process_type: str) -> str:
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith(process_type + ":"):
-            return line.split(":", 1)[1].strip()
-    raise SystemExit(f"no {process_type} line in the Procfile")
+            h.stop(process, timeout=15)
 
 
 def reset_database(admin_url: str, name: str) -> str:
@@ -160,7 +121,7 @@ def run(args, photos: list[Path], work: Path, stack: Stack) -> None:
     import psycopg2
     import requests
 
-    redis_port, web_port = free_port(), free_port()
+    redis_port, web_port = h.free_port(), h.free_port()
     stack.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                           "--dir", str(work)], dict(os.environ))
     database_url = reset_database(args.postgres, args.database)
@@ -194,9 +155,9 @@ def run(args, photos: list[Path], work: Path, stack: Stack) -> None:
     )).strip().splitlines()[-1])
     n_models = int(manage(env, "shell", "-c", "from classifier.models import ModelVersion; print(ModelVersion.objects.filter(is_active=True).count())").strip().splitlines()[-1])
 
-    workers = [stack.start(f"worker{i}", ["bash", "-c", procfile_command("worker").replace("-A butterflysite worker", f"-A butterflysite worker -n bench{i}@%h")], env)
+    workers = [stack.start(f"worker{i}", ["bash", "-c", h.procfile_command("worker").replace("-A butterflysite worker", f"-A butterflysite worker -n bench{i}@%h")], env)
                for i in range(args.workers)]
-    web = stack.start("web", ["bash", "-c", procfile_command("web")], env)
+    stack.start("web", ["bash", "-c", h.procfile_command("web")], env)
     started = time.monotonic()
 
     def workers_ready():
@@ -205,8 +166,8 @@ def run(args, photos: list[Path], work: Path, stack: Stack) -> None:
                 raise SystemExit(f"{worker.name} exited: {worker.log_path.read_text()[-3000:]}")
         return all(w.log_path.read_text().count("loaded model") >= n_models and " ready." in w.log_path.read_text() for w in workers)
 
-    wait_until(workers_ready, 600, "the Celery workers to load their models")
-    wait_until(lambda: _answers(f"http://127.0.0.1:{web_port}/accounts/login/"), 60, "gunicorn")
+    h.wait_until(workers_ready, 600, interval=0.5, what="the Celery workers to load their models")
+    h.wait_until(lambda: _answers(f"http://127.0.0.1:{web_port}/accounts/login/"), 60, interval=0.5, what="gunicorn")
     print(f"==> stack up in {time.monotonic() - started:.0f}s: gunicorn x{args.web_workers}, {args.workers} Celery workers, "
           f"{n_models} active models; {args.clients} clients upload {len(photos)} photos", flush=True)
 
@@ -297,10 +258,10 @@ def run(args, photos: list[Path], work: Path, stack: Stack) -> None:
         "lost": len(lost),
         "duplicated_predictions": duplicated,
         "predictions": predictions,
-        "upload_latency_p50_s": round(percentile(upload_seconds, 0.5), 3) if upload_seconds else None,
-        "upload_latency_p95_s": round(percentile(upload_seconds, 0.95), 3) if upload_seconds else None,
-        "upload_to_result_p50_s": round(percentile(to_result, 0.5), 2) if to_result else None,
-        "upload_to_result_p95_s": round(percentile(to_result, 0.95), 2) if to_result else None,
+        "upload_latency_p50_s": round(h.percentile(upload_seconds, 0.5), 3) if upload_seconds else None,
+        "upload_latency_p95_s": round(h.percentile(upload_seconds, 0.95), 3) if upload_seconds else None,
+        "upload_to_result_p50_s": round(h.percentile(to_result, 0.5), 2) if to_result else None,
+        "upload_to_result_p95_s": round(h.percentile(to_result, 0.95), 2) if to_result else None,
         "upload_phase_s": round(uploads_done - first_sent, 1),
         "first_upload_to_last_result_s": round(span, 1),
         "classifications_per_s": round(len(classified) / span, 2) if span > 0 else None,
@@ -312,10 +273,7 @@ def run(args, photos: list[Path], work: Path, stack: Stack) -> None:
         figures["first_errors"] = http_errors[:5]
     if lost:
         figures["lost_ids"] = lost[:20]
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    h.report(figures, args.json and str(args.json))
     if lost or duplicated or http_errors:
         raise SystemExit("FAILED: lost, duplicated or HTTP errors above")
 

@@ -3,15 +3,8 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
 from classifier.models import Photo, unguessable_name
+from tests.classifier.conftest import media_root  # noqa: F401 (autouse: uploads under tmp_path)
 from tests.classifier.factories import PhotoFactory
-
-
-@pytest.fixture(autouse=True)
-def media_root(settings, tmp_path):
-    root = tmp_path / "media"
-    root.mkdir()
-    settings.MEDIA_ROOT = root
-    return root
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -21,38 +20,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
+from scripts.harness import ROOT, VENV_BIN, free_port, stop, wait_until
+
+__all__ = ["ROOT", "free_port", "stop", "wait_until"]
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def kill_group(process: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 20) -> None:
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
 
 
 class Logged(subprocess.Popen):
@@ -94,7 +65,7 @@ class RedisServer:
 
     def stop(self):
         if self.process is not None:
-            kill_group(self.process, signal.SIGKILL)
+            stop(self.process, signal.SIGKILL)
             self.process = None
 
 
@@ -234,7 +205,7 @@ def processes():
     started: list[subprocess.Popen] = []
     yield started
     for process in reversed(started):
-        kill_group(process, signal.SIGKILL)
+        stop(process, signal.SIGKILL)
 
 
 def subprocess_database_url(connection) -> str:

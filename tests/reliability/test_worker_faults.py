@@ -26,10 +26,10 @@ from tests.reliability.conftest import (
     api_token,
     api_upload,
     app_env,
-    kill_group,
     sample_photos,
     start_gunicorn,
     start_worker,
+    stop,
     subprocess_database_url,
     wait_until,
 )
@@ -79,7 +79,7 @@ def test_worker_sigkilled_mid_batch_then_back_classifies_each_photo_once_per_mod
                     .values_list("pk", "claimed_by"))
 
     claimed = wait_until(mid_batch, 120, interval=0.01, what="a batch in progress")
-    kill_group(worker, signal.SIGKILL)  # the worker and its pool child, no chance to clean up
+    stop(worker, signal.SIGKILL)  # the worker and its pool child, no chance to clean up
     assert worker.returncode == -signal.SIGKILL
     pending_at_kill = Photo.objects.filter(pk__in=ids, status=Photo.Status.PENDING).count()
     assert pending_at_kill > 0

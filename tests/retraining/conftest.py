@@ -5,17 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.classifier.conftest import media_root  # noqa: F401 (autouse: uploads under tmp_path)
 from tests.classifier.factories import UserFactory
 
 SMALL_WEIGHTS = "mobilenet_0.50_160_imagenet_no_top.weights.h5"
-
-
-@pytest.fixture(autouse=True)
-def media_root(settings, tmp_path):
-    root = tmp_path / "media"
-    root.mkdir()
-    settings.MEDIA_ROOT = root
-    return root
 
 
 @pytest.fixture

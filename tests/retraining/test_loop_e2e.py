@@ -7,6 +7,7 @@ tmp_path, the 0.5-width MobileNet at 160 px from ../shared/weights.
 """
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -180,13 +181,17 @@ def test_corrections_retrain_promote_then_a_corrupted_retrain_is_refused(small_w
     bad_run = RetrainRun.objects.exclude(pk=run.pk).get()
     assert bad_run.status == RetrainRun.Status.SUCCEEDED, bad_run.error
     assert bad_run.decision == RetrainRun.Decision.REJECTED, bad_run.decision_reason
-    assert "benchmark recall of monarch falls" in bad_run.decision_reason
+    # Refused for what the corrupt labels broke: the benchmark recall of a species they touch,
+    # monarch (relabelled) or viceroy (flooded with monarchs); which one falls varies by run.
+    assert re.search(r"benchmark recall of (monarch|viceroy) falls", bad_run.decision_reason), bad_run.decision_reason
     bad = bad_run.candidate
     bad.refresh_from_db()
     good.refresh_from_db()
     assert good.is_default and good.is_active and not bad.is_active
-    assert (bad_run.candidate_report["benchmark"]["per_class"]["monarch"]["recall"]
-            < bad_run.baseline_report["benchmark"]["per_class"]["monarch"]["recall"])
+    recall_change = {species: bad_run.candidate_report["benchmark"]["per_class"][species]["recall"]
+                     - bad_run.baseline_report["benchmark"]["per_class"][species]["recall"]
+                     for species in ("monarch", RARE)}
+    assert min(recall_change.values()) < -0.15, recall_change
 
     # 7. Staff may override (recorded), and roll back to the version it replaced.
     staff_client.post(reverse("admin:retraining_retrainrun_promote", args=[bad_run.pk]))
