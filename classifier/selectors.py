@@ -244,39 +244,40 @@ def _candidates(photo: Photo) -> list[dict]:
     return sorted(best.values(), key=lambda c: -c["probability"])
 
 
+def _review_item(photo: Photo) -> ReviewItem:
+    score, reasons, top1, margin = _review_score(photo)
+    return ReviewItem(photo, score, reasons, _candidates(photo), top1, margin)
+
+
+def _photos_needing_review() -> QuerySet:
+    """Classified photos no one has reviewed yet, and those whose label is flagged."""
+    reviewed = Exists(LabelCorrection.objects.filter(photo=OuterRef("pk")))
+    return Photo.objects.filter(status=Photo.Status.DONE).filter(~reviewed | ~Q(label_flag=""))
+
+
 def photo_review_queue(*, limit: int = 50, pool: int = 2000, exclude_ids=()) -> list[ReviewItem]:
     """Photos ordered by how much a human look is worth: flagged labels first, then photos no one
     has reviewed, scored by model disagreement, low top-1 probability and a small margin between
     top-1 and top-2. Scores the `pool` newest candidates (the margin lives in the top-k JSON)."""
-    reviewed = Exists(LabelCorrection.objects.filter(photo=OuterRef("pk")))
     queryset = (
-        Photo.objects.filter(status=Photo.Status.DONE)
-        .annotate(reviewed=reviewed)
-        .filter(Q(reviewed=False) | ~Q(label_flag=""))
+        _photos_needing_review()
         .exclude(pk__in=list(exclude_ids))
         .select_related("owner")
         .prefetch_related(_predictions_prefetch())
         .order_by("-created_at", "-id")[:pool]
     )
-    items = []
-    for photo in queryset:
-        score, reasons, top1, margin = _review_score(photo)
-        items.append(ReviewItem(photo, score, reasons, _candidates(photo), top1, margin))
+    items = [_review_item(photo) for photo in queryset]
     items.sort(key=lambda item: (-item.score, item.photo.created_at, item.photo.pk))
     return items[:limit]
 
 
 def photo_review_item(photo_id: int) -> ReviewItem | None:
     photo = Photo.objects.filter(pk=photo_id).prefetch_related(_predictions_prefetch()).first()
-    if photo is None:
-        return None
-    score, reasons, top1, margin = _review_score(photo)
-    return ReviewItem(photo, score, reasons, _candidates(photo), top1, margin)
+    return None if photo is None else _review_item(photo)
 
 
 def photo_review_count() -> int:
-    reviewed = Exists(LabelCorrection.objects.filter(photo=OuterRef("pk")))
-    return Photo.objects.filter(status=Photo.Status.DONE).filter(~reviewed | ~Q(label_flag="")).count()
+    return _photos_needing_review().count()
 
 
 @dataclass

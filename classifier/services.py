@@ -804,10 +804,7 @@ def model_version_roll_back(*, model_version: ModelVersion) -> ModelVersion:
     previous = model_version.replaces
     if previous is None:
         raise ValidationError(f"{model_version} replaced no earlier version; there is nothing to roll back to.")
-    with transaction.atomic():
-        model_version_make_default(model_version=previous)
-        model_version_set_active(model_version=model_version, active=False)
-    return previous
+    return model_version_promote(model_version=previous, replaces=model_version)
 
 
 def model_version_set_active(*, model_version: ModelVersion, active: bool) -> ModelVersion:
