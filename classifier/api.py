@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.contrib.auth import authenticate
 from django.urls import reverse
+from django.utils.decorators import method_decorator
 from rest_framework import status
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import ValidationError as DRFValidationError
@@ -12,7 +13,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
-from butterflysite.ratelimits import LOGIN_RATES, UPLOAD_RATES, limits_from_settings, seconds_until_allowed, too_many_requests
+from butterflysite.ratelimits import LOGIN_RATES, UPLOAD_RATES, rate_limit
 from classifier import selectors, services
 
 
@@ -60,10 +61,8 @@ class TokenView(APIView):
     permission_classes = [AllowAny]
     parser_classes = [JSONParser, FormParser, MultiPartParser]
 
+    @method_decorator(rate_limit("login", LOGIN_RATES, api=True))
     def post(self, request):
-        wait = seconds_until_allowed(request, "login", limits_from_settings(LOGIN_RATES))
-        if wait is not None:
-            return too_many_requests(request, wait, api=True)
         data = request.data if hasattr(request.data, "get") else {}
         username, password = data.get("username"), data.get("password")
         if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
@@ -83,10 +82,8 @@ class PhotoListCreateView(APIView):
         page = paginator.paginate_queryset(selectors.photo_list_for_user(request.user), request, view=self)
         return paginator.get_paginated_response([photo_representation(request, photo) for photo in page])
 
+    @method_decorator(rate_limit("upload", UPLOAD_RATES, api=True))
     def post(self, request):
-        wait = seconds_until_allowed(request, "upload", limits_from_settings(UPLOAD_RATES))
-        if wait is not None:
-            return too_many_requests(request, wait, api=True)
         limit = settings.UPLOAD_MAX_BYTES + 64 * 1024
         if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
             return Response({"detail": f"The upload is larger than {settings.UPLOAD_MAX_BYTES // (1024 * 1024)} MB."}, status=413)
