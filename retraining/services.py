@@ -143,6 +143,23 @@ def artifact_location_for_workers(artifact_dir: Path) -> str:
     return artifact_store.publish(artifact_dir, artifact_dir.name)
 
 
+def _original_suffix(row: classifier_selectors.LabelledPhoto) -> str:
+    return Path(row.original).suffix.lower() or ".jpg"
+
+
+def _copy_original(row: classifier_selectors.LabelledPhoto, target: Path, purpose: str) -> bool:
+    """Copies a labelled photo's original from storage to a local file; False (logged, the photo
+    left out of `purpose`) when it cannot be read."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with default_storage.open(row.original, "rb") as source, open(target, "wb") as out:
+            shutil.copyfileobj(source, out)
+    except OSError:
+        logger.warning("photo %s left out of %s: its original cannot be read", row.photo_id, purpose)
+        return False
+    return True
+
+
 def _train(run: RetrainRun, baseline: ModelVersion):
     from ml import retrain as ml_retrain
 
@@ -155,13 +172,8 @@ def _train(run: RetrainRun, baseline: ModelVersion):
     with tempfile.TemporaryDirectory(prefix="labelled-") as work:
         photos = []
         for row in labelled:
-            suffix = Path(row.original).suffix.lower() or ".jpg"
-            local = Path(work) / f"photo-{row.photo_id}{suffix}"
-            try:
-                with default_storage.open(row.original, "rb") as source, open(local, "wb") as target:
-                    shutil.copyfileobj(source, target)
-            except OSError:
-                logger.warning("photo %s: original unreadable, left out of retraining", row.photo_id)
+            local = Path(work) / f"photo-{row.photo_id}{_original_suffix(row)}"
+            if not _copy_original(row, local, "retraining"):
                 continue
             photos.append(ml_retrain.LabelledPhoto(key=f"photo-{row.photo_id}", path=local, label=row.label,
                                                    previous_label=row.previous_label, content_hash=row.sha256))
@@ -269,16 +281,9 @@ def labels_export(*, destination, include_not_butterfly: bool = False, include_f
     try:
         written = []
         for row in rows:
-            relative = Path(row.label) / f"{row.photo_id}{Path(row.original).suffix.lower() or '.jpg'}"
-            target = staging / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with default_storage.open(row.original, "rb") as source, open(target, "wb") as out:
-                    shutil.copyfileobj(source, out)
-            except OSError:
-                logger.warning("photo %s left out of the export: its file cannot be read", row.photo_id)
-                continue
-            written.append((row, relative))
+            relative = Path(row.label) / f"{row.photo_id}{_original_suffix(row)}"
+            if _copy_original(row, staging / relative, "the export"):
+                written.append((row, relative))
         with open(staging / "manifest.csv", "w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(MANIFEST_FIELDS)
