@@ -10,6 +10,8 @@ from itertools import combinations
 
 import numpy as np
 
+from ml import metrics
+
 
 def average_probabilities(probabilities: list[np.ndarray], weights: list[float] | None = None) -> np.ndarray:
     stacked = np.stack(probabilities)
@@ -25,7 +27,7 @@ def best_subset(val_probabilities: dict[str, np.ndarray], val_labels: np.ndarray
     best: tuple[tuple[str, ...], float] = ((), -1.0)
     for size in range(1, len(names) + 1):
         for subset in combinations(names, size):
-            score = float(np.mean(average_probabilities([val_probabilities[n] for n in subset]).argmax(1) == val_labels))
+            score = metrics.top_k_accuracy(average_probabilities([val_probabilities[n] for n in subset]), val_labels, 1)
             if score > best[1] + (min_gain if best[0] else 0.0):
                 best = (subset, score)
     return best

@@ -1,6 +1,6 @@
-"""Evaluating an artifact on an ImageFolder: top-1, top-5, per-class precision/recall,
-a confusion-matrix PNG and a JSON report. Folders are matched to the model's classes by name;
-folders the model does not know are reported and skipped."""
+"""Evaluating an artifact on an ImageFolder: top-1, top-5, per-class precision/recall
+(`ml.metrics`), a confusion-matrix PNG and a JSON report. Folders are matched to the model's
+classes by name; folders the model does not know are reported and skipped."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml import data
+from ml import data, metrics
 from ml.predict import Predictor
 
 
@@ -51,27 +51,14 @@ def evaluate(artifact_dir, data_dir, *, report_dir=None, batch_size: int = 32, p
 
 
 def metrics_report(probabilities: np.ndarray, labels: np.ndarray, classes: list[str], unknown_threshold: float = 0.0) -> dict:
-    from sklearn.metrics import precision_recall_fscore_support
-
-    ranked = np.argsort(probabilities, axis=1)[:, ::-1]
-    predicted = ranked[:, 0]
-    present = sorted(set(labels.tolist()))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predicted, labels=present, zero_division=0)
-    per_class = {
-        classes[c]: {"precision": round(float(p), 4), "recall": round(float(r), 4), "f1": round(float(f), 4),
-                     "support": int(s)}
-        for c, p, r, f, s in zip(present, precision, recall, f1, support)
-    }
-    best = probabilities.max(1)
-    return {
-        "n": int(len(labels)),
-        "top1": float(np.mean(predicted == labels)),
-        "top5": float(np.mean([label in row[:5] for label, row in zip(labels, ranked)])),
-        "per_class": per_class,
+    """`ml.metrics.report` for integer labels (indices into `classes`), plus how many known
+    photos the open-set threshold would wrongly reject."""
+    report = metrics.report(probabilities, [classes[label] for label in labels], classes)
+    report.update({
         "unknown_threshold": float(unknown_threshold),
-        "wrongly_rejected": float(np.mean(best < unknown_threshold)),
-    }
+        "wrongly_rejected": float(np.mean(probabilities.max(1) < unknown_threshold)) if len(labels) else None,
+    })
+    return report
 
 
 def save_confusion_matrix(predicted, labels, classes, path, title: str = "") -> Path:
@@ -79,9 +66,8 @@ def save_confusion_matrix(predicted, labels, classes, path, title: str = "") -> 
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
-    from sklearn.metrics import confusion_matrix
 
-    matrix = confusion_matrix(labels, predicted, labels=range(len(classes)))
+    matrix = metrics.confusion_matrix(labels, predicted, len(classes))
     size = max(6, 0.22 * len(classes))
     figure, axes = plt.subplots(figsize=(size, size))
     axes.imshow(matrix, cmap="Blues")

@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from ml import data
+from ml import data, metrics
 
 # The labels staff may give that are not a species: never a training class.
 NOT_A_CLASS = {"not a butterfly"}
@@ -257,17 +257,17 @@ def retrain(request: RetrainRequest, progress: Progress | None = None) -> Retrai
 
 def evaluate_sets(predictor, items: tuple[list, list], report_dir: Path | None = None,
                   progress: Callable[[float], None] | None = None) -> dict:
-    """Top-1, top-5 and per-class recall of one predictor on the benchmark photos, the held-out
-    labelled photos and both together; labels are compared by name, so a species the model does
-    not know counts as a miss. Writes report.json and the benchmark's confusion matrix."""
+    """`ml.metrics.report` of one predictor on the benchmark photos, the held-out labelled photos
+    and both together; labels are compared by name, so a species the model does not know counts
+    as a miss. Writes report.json and the benchmark's confusion matrix."""
     benchmark, held_out = items
     everything = list(benchmark) + list(held_out)
     probabilities = predict_paths(predictor, [p for p, _ in everything], progress)
     classes = list(predictor.classes)
     reports = {
-        "benchmark": score(probabilities[: len(benchmark)], [y for _, y in benchmark], classes),
-        "holdout": score(probabilities[len(benchmark):], [y for _, y in held_out], classes),
-        "combined": score(probabilities, [y for _, y in everything], classes),
+        "benchmark": metrics.report(probabilities[: len(benchmark)], [y for _, y in benchmark], classes),
+        "holdout": metrics.report(probabilities[len(benchmark):], [y for _, y in held_out], classes),
+        "combined": metrics.report(probabilities, [y for _, y in everything], classes),
     }
     reports["holdout"]["predictions"] = [
         {"path": str(p), "label": y, "predicted": classes[int(np.argmax(row))]}
@@ -281,9 +281,8 @@ def evaluate_sets(predictor, items: tuple[list, list], report_dir: Path | None =
         (report_dir / "report.json").write_text(json.dumps(reports, indent=2) + "\n")
         if benchmark:
             names = classes + sorted({y for _, y in benchmark} - set(classes))
-            index = {name: i for i, name in enumerate(names)}
-            predicted = probabilities[: len(benchmark)].argmax(1)
-            save_confusion_matrix(predicted, np.array([index[y] for _, y in benchmark]), names,
+            predicted = metrics.ranked(probabilities[: len(benchmark)], 1)[:, 0]
+            save_confusion_matrix(predicted, metrics.label_indices([y for _, y in benchmark], names), names,
                                   report_dir / "confusion_matrix.png",
                                   title=f"{predictor.metadata.name}: top-1 {reports['benchmark']['top1']:.2%} "
                                         f"on {len(benchmark)} benchmark photos")
@@ -301,20 +300,6 @@ def predict_paths(predictor, paths, progress: Callable[[float], None] | None = N
         if progress:
             progress(done / len(paths))
     return np.concatenate(chunks)
-
-
-def score(probabilities: np.ndarray, labels: list[str], classes: list[str]) -> dict:
-    """Top-1, top-5 and per-class recall, with true labels given by name."""
-    if not labels:
-        return {"n": 0, "top1": None, "top5": None, "per_class": {}}
-    ranked = np.argsort(probabilities, axis=1)[:, ::-1][:, :5]
-    top1_hits = [classes[row[0]] == y for row, y in zip(ranked, labels)]
-    top5_hits = [y in {classes[i] for i in row} for row, y in zip(ranked, labels)]
-    per_class = {}
-    for label in sorted(set(labels)):
-        hits = [hit for hit, y in zip(top1_hits, labels) if y == label]
-        per_class[label] = {"recall": round(float(np.mean(hits)), 4), "support": len(hits)}
-    return {"n": len(labels), "top1": float(np.mean(top1_hits)), "top5": float(np.mean(top5_hits)), "per_class": per_class}
 
 
 def backbones_from_metadata(metadata: dict, weights_dir: Path | None) -> list[tuple[str, str | None]]:

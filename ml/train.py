@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml import artifact, data, features, openset
+from ml import artifact, data, features, metrics, openset
 from ml.backbones import IMAGENET, Backbone, get_backbone
 
 
@@ -179,7 +179,6 @@ def train(data_dir, specs: list[BackboneSpec], config: TrainConfig | None = None
             val_probabilities = (val_probabilities + _predict(head, x_val_flip)) / 2
     timings["total_s"] = time.perf_counter() - started
 
-    val_top1 = float(np.mean(val_probabilities.argmax(1) == y_val)) if len(y_val) else None
     threshold = openset.calibrate_threshold(val_probabilities.max(1), config.keep_known) if len(y_val) else 0.0
     metadata = artifact.ArtifactMetadata(
         name=name,
@@ -189,7 +188,8 @@ def train(data_dir, specs: list[BackboneSpec], config: TrainConfig | None = None
         input_size=specs[0].backbone.input_size,
         preprocessing="+".join(s.backbone.preprocessing for s in specs),
         training_data_fingerprint=data.fingerprint(folder, hashes),
-        metrics={"val_top1": val_top1, "val_top5": _top_k(val_probabilities, y_val, 5), "n_val": int(len(y_val))},
+        metrics={"val_top1": metrics.top_k_accuracy(val_probabilities, y_val, 1),
+                 "val_top5": metrics.top_k_accuracy(val_probabilities, y_val, 5), "n_val": int(len(y_val))},
         unknown_threshold=float(threshold),
         training={
             "stage": stage,
@@ -341,10 +341,3 @@ def _fit(model, x_train, y_train, x_val, y_val, folder, config, learning_rate, e
 
 def _predict(model, x) -> np.ndarray:
     return np.asarray(model.predict(x, batch_size=512, verbose=0))
-
-
-def _top_k(probabilities: np.ndarray, labels: np.ndarray, k: int) -> float | None:
-    if len(labels) == 0:
-        return None
-    top = np.argsort(probabilities, axis=1)[:, ::-1][:, :k]
-    return float(np.mean([label in row for label, row in zip(labels, top)]))

@@ -17,12 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ml import artifact, data, ensemble, openset  # noqa: E402
+from ml import artifact, data, ensemble, metrics, openset  # noqa: E402
 from ml.evaluate import evaluate  # noqa: E402
 from ml.predict import Predictor  # noqa: E402
 from ml.train import BackboneSpec, TrainConfig, train  # noqa: E402
@@ -93,8 +91,7 @@ def main() -> int:
 
 def _row(model, stage, val_probabilities, val_labels, test_probabilities, test_labels, timings) -> dict:
     def top(probabilities, labels, k):
-        ranked = np.argsort(probabilities, axis=1)[:, ::-1][:, :k]
-        return round(float(np.mean([label in row for label, row in zip(labels, ranked)])), 4)
+        return round(metrics.top_k_accuracy(probabilities, labels, k), 4)
 
     return {
         "model": model, "stage": stage,

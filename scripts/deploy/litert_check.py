@@ -93,6 +93,8 @@ class LiteRTModel:
 def run_litert(out: Path, test_dir: Path) -> int:
     import numpy as np
 
+    from ml import metrics
+
     failed = False
     for name in artifacts():
         target = out / name
@@ -109,8 +111,8 @@ def run_litert(out: Path, test_dir: Path) -> int:
         figures = {
             "artifact": name,
             "photos": len(items),
-            "keras_top1": round(float((keras_top == labels).mean()), 4),
-            "litert_top1": round(float((litert_top == labels).mean()), 4),
+            "keras_top1": round(metrics.top_k_accuracy(reference["probabilities"], labels, 1), 4),
+            "litert_top1": round(metrics.top_k_accuracy(probabilities, labels, 1), 4),
             "top1_agreement": round(float((keras_top == litert_top).mean()), 4),
             "max_abs_probability_diff": float(np.abs(probabilities - reference["probabilities"]).max()),
             "litert_seconds": round(seconds, 1),
