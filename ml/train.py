@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from ml import artifact, data, features, metrics, openset
 from ml.backbones import IMAGENET, Backbone, get_backbone
-
 
 END_TO_END = "fine_tuned_end_to_end"
 

@@ -55,9 +55,9 @@ def main() -> int:
     import django
 
     django.setup()
+    from django.contrib.auth import get_user_model
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.core.management import call_command
-    from django.contrib.auth import get_user_model
 
     from classifier import services
     from classifier.models import ModelVersion, Photo

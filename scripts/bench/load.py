@@ -153,9 +153,13 @@ def run(args, photos: list[Path], work: Path, stack: Stack) -> None:
         f"print(json.dumps([Token.objects.create(user=User.objects.create_user('load%d' % i, password='correct horse battery')).key "
         f"for i in range({args.clients})]))"
     )).strip().splitlines()[-1])
-    n_models = int(manage(env, "shell", "-c", "from classifier.models import ModelVersion; print(ModelVersion.objects.filter(is_active=True).count())").strip().splitlines()[-1])
+    n_models = int(manage(env, "shell", "-c", (
+        "from classifier.models import ModelVersion; print(ModelVersion.objects.filter(is_active=True).count())"
+    )).strip().splitlines()[-1])
 
-    workers = [stack.start(f"worker{i}", ["bash", "-c", h.procfile_command("worker").replace("-A butterflysite worker", f"-A butterflysite worker -n bench{i}@%h")], env)
+    worker_command = h.procfile_command("worker")
+    workers = [stack.start(f"worker{i}", ["bash", "-c", worker_command.replace(
+                   "-A butterflysite worker", f"-A butterflysite worker -n bench{i}@%h")], env)
                for i in range(args.workers)]
     stack.start("web", ["bash", "-c", h.procfile_command("web")], env)
     started = time.monotonic()

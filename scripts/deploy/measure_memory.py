@@ -91,7 +91,7 @@ def main() -> int:
                 try:
                     started = time.monotonic()
                     for photo_id in photo_ids + batch:
-                        h.wait_until(lambda: _status(base, photo_id, auth) in {"done", "failed"}, 300,
+                        h.wait_until(lambda photo_id=photo_id: _status(base, photo_id, auth) in {"done", "failed"}, 300,
                                      what=f"photo {photo_id} (log {work}/worker-{concurrency}.log)")
                     time.sleep(2)
                     memory = h.tree_memory(worker.pid)
