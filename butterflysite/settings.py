@@ -119,14 +119,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web server and worker write the same file: wait for the lock rather than fail.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
     VAR_DIR.mkdir(parents=True, exist_ok=True)
-    # Tests use a file, not memory, so a Celery worker subprocess can open the same test database;
-    # one per test process, so concurrent test runs never share (or delete) each other's.
-    DATABASES["default"]["TEST"] = {
-        "NAME": env_str("DJANGO_TEST_SQLITE", str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3"))
-    }
-if env_str("DJANGO_TEST_DATABASE_NAME"):
-    # Lets two test runs share one PostgreSQL server without fighting over "test_<name>".
-    DATABASES["default"].setdefault("TEST", {})["NAME"] = env_str("DJANGO_TEST_DATABASE_NAME")
+# Test databases: butterflysite/settings_test.py.
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

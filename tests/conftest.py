@@ -66,7 +66,7 @@ def live_worker(transactional_db, settings, tmp_path):
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "DJANGO_MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "CLASSIFIER_TASK_QUEUE": queue,
-        "DJANGO_SETTINGS_MODULE": "butterflysite.settings",
+        "DJANGO_SETTINGS_MODULE": settings.SETTINGS_MODULE,  # this run's: butterflysite.settings_test
         "ML_ARTIFACTS_DIR": str(settings.ML_ARTIFACTS_DIR),
         "PYTHONUNBUFFERED": "1",
     }
