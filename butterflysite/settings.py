@@ -82,6 +82,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Multipart requests over UPLOAD_MAX_REQUEST_BYTES: 413 before their body is read.
+    "butterflysite.request_limits.RequestSizeLimitMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, so it sees a view's database errors first: 503 + Retry-After instead of 500.
     "butterflysite.middleware.DatabaseUnavailableMiddleware",
@@ -192,6 +194,14 @@ UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 10 * 1024 * 1024)
 UPLOAD_MAX_FILES = env_int("UPLOAD_MAX_FILES", 20)
 UPLOAD_MAX_PIXELS = env_int("UPLOAD_MAX_PIXELS", 40_000_000)
 DATA_UPLOAD_MAX_NUMBER_FILES = UPLOAD_MAX_FILES
+# The one bound on a request that carries files (form or API): every file at its limit plus 1 MB
+# for the multipart framing and form fields. butterflysite/request_limits.py enforces it from
+# Content-Length before the body is read, and while streaming; its upload handler keeps at most
+# UPLOAD_MAX_BYTES + 1 bytes of a file, in memory up to FILE_UPLOAD_MAX_MEMORY_SIZE, then in an
+# anonymous temporary file in FILE_UPLOAD_TEMP_DIR that vanishes even if the worker is killed.
+UPLOAD_MAX_REQUEST_BYTES = env_int("UPLOAD_MAX_REQUEST_BYTES", UPLOAD_MAX_BYTES * UPLOAD_MAX_FILES + 1024 * 1024)
+FILE_UPLOAD_HANDLERS = ["butterflysite.request_limits.BoundedUploadHandler"]
+FILE_UPLOAD_TEMP_DIR = env_str("FILE_UPLOAD_TEMP_DIR") or None
 # Requests larger than this are refused before Django reads them into memory or disk.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440

@@ -4,11 +4,11 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import UserCreationForm
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from accounts.forms import SignupForm
 from butterflysite.ratelimits import SIGNUP_RATES, UPLOAD_RATES, rate_limit
 from classifier import selectors, services
 from classifier.files import photo_file_response
@@ -31,7 +31,7 @@ def _photo_context(photo):
 def signup(request):
     if request.user.is_authenticated:
         return redirect("classifier:gallery")
-    form = UserCreationForm(request.POST) if request.method == "POST" else UserCreationForm()
+    form = SignupForm(request.POST) if request.method == "POST" else SignupForm()
     if form.is_bound and form.is_valid():
         user = form.save()
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
@@ -57,13 +57,14 @@ def gallery(request):
     )
 
 
-def upload_form_error(request, message: str):
-    """The upload page with `message` under the file field (status 400), for refusals that happen
-    before the form is read (butterflysite.errors.bad_request: too many files in the request)."""
+def upload_form_error(request, message: str, status: int = 400):
+    """The upload page with `message` under the file field, for refusals that happen before the
+    form is read (butterflysite.errors.bad_request: too many files; butterflysite.request_limits:
+    a request over UPLOAD_MAX_REQUEST_BYTES, status 413)."""
     form = UploadForm(data={}, files={})
     form.is_valid()
     form.errors["images"] = form.error_class([message])
-    return render(request, "classifier/upload.html", {"form": form}, status=400)
+    return render(request, "classifier/upload.html", {"form": form}, status=status)
 
 
 @login_required
