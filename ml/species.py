@@ -54,7 +54,7 @@ def _by_slug() -> dict[str, Species]:
     return {species.slug: species for species in _catalogue().values()}
 
 
-def all() -> list[Species]:  # noqa: A001 - the catalogue's own vocabulary: species.all()
+def all() -> list[Species]:  # shadows the builtin on purpose: callers write species.all()
     """Every species in the catalogue, sorted by display name."""
     return sorted(_catalogue().values(), key=lambda species: species.name.lower())
 
