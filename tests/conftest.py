@@ -66,7 +66,8 @@ def live_worker(transactional_db, settings, tmp_path):
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "DJANGO_MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "CLASSIFIER_TASK_QUEUE": queue,
-        "DJANGO_SETTINGS_MODULE": settings.SETTINGS_MODULE,  # this run's: butterflysite.settings_test
+        # This run's settings (pytest-django sets the variable from pyproject.toml: settings_test).
+        "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
         "ML_ARTIFACTS_DIR": str(settings.ML_ARTIFACTS_DIR),
         "PYTHONUNBUFFERED": "1",
     }
