@@ -1,5 +1,11 @@
 """Rate limits on signing in and uploading, per client IP and per user (or username tried).
 
+Every sign-in surface (the sign-in page, the admin's sign-in page, the API token endpoint) counts
+per client IP and per IP + username, never per username alone: a limit on the username alone let
+anyone lock its owner out (10 bad attempts from anywhere, and the right password got 429). The
+IP + username limit has two windows (a minute, then an hour), so guessing backs off further the
+longer it goes on, while the owner, from their own address, still signs in.
+
 Counted with django-ratelimit in the default cache: Redis when REDIS_URL is set (shared by every
 web process and dyno), else Django's file cache (one machine). Rates are "count/period" settings
 (RATELIMIT_*); an empty rate turns that limit off. When the cache itself is unreachable the
@@ -35,26 +41,43 @@ def _user_key(group, request) -> str:
     return f"user:{user.pk}" if user is not None and user.is_authenticated else f"ip:{client_ip(request)}"
 
 
-def _username_key(group, request) -> str:
-    # The account being tried, so guessing one account's password from many IPs is limited too.
+def _username_tried(request) -> str:
     data = getattr(request, "data", None)
     if data is None or not hasattr(data, "get"):
         data = request.POST
     username = data.get("username") if hasattr(data, "get") else None
-    return f"username:{str(username or '').strip().lower()[:150]}"
+    return str(username or "").strip().lower()[:150]
 
 
-KEYS = {"ip": lambda group, request: f"ip:{client_ip(request)}", "user": _user_key, "username": _username_key}
+def _ip_username_key(group, request) -> str:
+    # The account being tried from this address: guessing one password from one address stops,
+    # while the owner signing in from elsewhere is not counted with the guesser.
+    return f"ip:{client_ip(request)}|username:{_username_tried(request)}"
+
+
+KEYS = {
+    "ip": lambda group, request: f"ip:{client_ip(request)}",
+    "user": _user_key,
+    "ip_username": _ip_username_key,
+    "ip_username_hourly": _ip_username_key,
+}
 
 # {key kind: name of the setting holding its rate}, per group of views.
-LOGIN_RATES = {"ip": "RATELIMIT_LOGIN_IP", "username": "RATELIMIT_LOGIN_USERNAME"}
+LOGIN_RATES = {
+    "ip": "RATELIMIT_LOGIN_IP",
+    "ip_username": "RATELIMIT_LOGIN_IP_USERNAME",
+    "ip_username_hourly": "RATELIMIT_LOGIN_IP_USERNAME_HOURLY",
+}
 SIGNUP_RATES = {"ip": "RATELIMIT_LOGIN_IP"}
 UPLOAD_RATES = {"ip": "RATELIMIT_UPLOAD_IP", "user": "RATELIMIT_UPLOAD_USER"}
+PASSWORD_RESET_RATES = {"ip": "RATELIMIT_PASSWORD_RESET_IP"}
+EXPORT_RATES = {"user": "RATELIMIT_EXPORT_USER"}
 
 
 def seconds_until_allowed(request, group: str, limits: dict[str, str]) -> int | None:
     """Counts this request against each {key kind: rate}; the seconds to wait when one is over
-    its rate, else None. Key kinds: "ip", "user" (signed-in user), "username" (tried in the form)."""
+    its rate, else None. Key kinds: "ip", "user" (signed-in user), "ip_username" and
+    "ip_username_hourly" (the client IP with the username tried in the form)."""
     if not settings.RATELIMIT_ENABLE:
         return None
     wait = None

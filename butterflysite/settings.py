@@ -7,6 +7,7 @@ Two modes, chosen by DJANGO_ENV:
   HTTPS-only cookies, HSTS and SSL redirect behind Heroku's proxy. `check --deploy` is clean.
 """
 
+from datetime import timedelta
 from pathlib import Path
 import os
 
@@ -69,7 +70,9 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
+    "csp",
+    "accounts",
     "classifier",
     "retraining",
 ]
@@ -85,6 +88,11 @@ MIDDLEWARE = [
     # Multipart requests over UPLOAD_MAX_REQUEST_BYTES: 413 before their body is read.
     "butterflysite.request_limits.RequestSizeLimitMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A NUL or other control character in a parameter: 400 with a message, not a database 500.
+    "butterflysite.middleware.ControlCharacterMiddleware",
+    # Content-Security-Policy (CONTENT_SECURITY_POLICY below), Permissions-Policy, no-store.
+    "csp.middleware.CSPMiddleware",
+    "butterflysite.middleware.PrivacyHeadersMiddleware",
     # Last, so it sees a view's database errors first: 503 + Retry-After instead of 500.
     "butterflysite.middleware.DatabaseUnavailableMiddleware",
 ]
@@ -127,7 +135,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
@@ -297,8 +305,13 @@ else:
 # Rate limits (butterflysite/ratelimits.py): "count/period" (s, m, h, d) per client IP, per user
 # or per username tried, counted in the default cache. An empty value turns that limit off.
 RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLE", default=True)
-RATELIMIT_LOGIN_IP = env_str("RATELIMIT_LOGIN_IP", "30/m")  # sign in, token, sign up
-RATELIMIT_LOGIN_USERNAME = env_str("RATELIMIT_LOGIN_USERNAME", "10/m")
+RATELIMIT_LOGIN_IP = env_str("RATELIMIT_LOGIN_IP", "30/m")  # sign in (pages, admin, token), sign up
+# Per client IP + username tried, never per username alone (that let anyone lock its owner out):
+# a minute's window, then an hour's, so a guesser backs off further while the owner still signs in.
+RATELIMIT_LOGIN_IP_USERNAME = env_str("RATELIMIT_LOGIN_IP_USERNAME", "10/m")
+RATELIMIT_LOGIN_IP_USERNAME_HOURLY = env_str("RATELIMIT_LOGIN_IP_USERNAME_HOURLY", "30/h")
+RATELIMIT_PASSWORD_RESET_IP = env_str("RATELIMIT_PASSWORD_RESET_IP", "5/h")  # reset emails asked for
+RATELIMIT_EXPORT_USER = env_str("RATELIMIT_EXPORT_USER", "10/h")  # "download my data" zips
 RATELIMIT_UPLOAD_IP = env_str("RATELIMIT_UPLOAD_IP", "120/m")  # upload requests (form or API)
 RATELIMIT_UPLOAD_USER = env_str("RATELIMIT_UPLOAD_USER", "60/m")
 # Behind Heroku's router the client is the last X-Forwarded-For entry, not REMOTE_ADDR.
@@ -307,15 +320,81 @@ RATELIMIT_IP_META_KEY = "butterflysite.ratelimits.client_ip"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # Hashed tokens with an expiry, listed and revoked by their owner (accounts app, docs/api.md).
+        "knox.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # JSON strings with a NUL or other control character: 400 with a message.
+    "DEFAULT_PARSER_CLASSES": [
+        "butterflysite.parsers.PlainTextJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "EXCEPTION_HANDLER": "classifier.api.api_exception_handler",
 }
+
+# API tokens (django-rest-knox): only a SHA-512 digest is stored; each token expires after
+# API_TOKEN_TTL_DAYS, is revoked by its owner (page or API), by POST /api/token/logout/, and
+# with every other token of the user when the password changes.
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(days=env_int("API_TOKEN_TTL_DAYS", 30)),
+    "TOKEN_LIMIT_PER_USER": env_int("API_TOKEN_LIMIT_PER_USER", 20),
+    "AUTO_REFRESH": False,
+}
+
+# Email: password reset links. The console in development; SMTP from the environment in
+# production (EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD, EMAIL_USE_TLS,
+# DEFAULT_FROM_EMAIL). Without EMAIL_HOST in production there is no password reset at all.
+EMAIL_HOST = env_str("EMAIL_HOST")
+if EMAIL_HOST:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_PORT = env_int("EMAIL_PORT", 587)
+    EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+    EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=True)
+    EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "butterflysite <noreply@localhost>")
+PASSWORD_RESET_ENABLED = bool(EMAIL_HOST) or not PRODUCTION
+
+# Content-Security-Policy (django-csp): scripts only from this site (no inline scripts, no
+# on* handlers: static/js); styles may be inline (the admin's widths and bars). Photos in a
+# bucket are shown through signed URLs on its endpoint, so images may come from there.
+def _origin(url):
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None
+
+
+CSP_IMAGE_SOURCES = ["'self'", "data:"]
+if AWS_STORAGE_BUCKET_NAME:
+    if AWS_S3_ENDPOINT_URL:
+        CSP_IMAGE_SOURCES.append(_origin(AWS_S3_ENDPOINT_URL))
+        _endpoint = AWS_S3_ENDPOINT_URL.split("://", 1)
+        CSP_IMAGE_SOURCES.append(f"{_endpoint[0]}://{AWS_STORAGE_BUCKET_NAME}.{_endpoint[1].split('/')[0]}")
+    else:
+        CSP_IMAGE_SOURCES += [f"https://{AWS_STORAGE_BUCKET_NAME}.s3.amazonaws.com", "https://*.amazonaws.com"]
+CSP_IMAGE_SOURCES += env_list("CSP_EXTRA_IMAGE_SOURCES")
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": CSP_IMAGE_SOURCES,
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+# Features this site never uses, turned off for every page (butterflysite.middleware).
+PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
 
 # Security: strict in production, where Heroku's router terminates TLS.
 if PRODUCTION:

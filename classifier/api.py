@@ -5,14 +5,16 @@ from django.contrib.auth import authenticate
 from django.urls import reverse
 from django.utils.decorators import method_decorator
 from rest_framework import status
-from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import ValidationError as DRFValidationError
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
+from accounts import selectors as account_selectors
+from accounts import services as account_services
+from butterflysite.parsers import PlainTextJSONParser
 from butterflysite.ratelimits import LOGIN_RATES, UPLOAD_RATES, rate_limit
 from classifier import selectors, services
 
@@ -55,11 +57,12 @@ def photo_representation(request, photo) -> dict:
 
 
 class TokenView(APIView):
-    """POST {"username", "password"} -> {"token"}."""
+    """POST {"username", "password"} -> {"token", "id", "expiry"}: a new token, shown only here
+    (the database keeps its SHA-512 digest), valid until `expiry` or until revoked."""
 
     authentication_classes = []
     permission_classes = [AllowAny]
-    parser_classes = [JSONParser, FormParser, MultiPartParser]
+    parser_classes = [PlainTextJSONParser, FormParser, MultiPartParser]
 
     @method_decorator(rate_limit("login", LOGIN_RATES, api=True))
     def post(self, request):
@@ -70,8 +73,43 @@ class TokenView(APIView):
         user = authenticate(request, username=username, password=password)
         if user is None or not user.is_active:
             return Response({"detail": "Unable to sign in with that username and password."}, status=400)
-        token, _ = Token.objects.get_or_create(user=user)
-        return Response({"token": token.key})
+        instance, token = account_services.api_token_create(user=user)
+        response = Response({"token": token, **account_selectors.api_token_representation(instance)})
+        response["Cache-Control"] = "no-store"  # a credential: no cache may keep it
+        return response
+
+
+class TokenListView(APIView):
+    """GET: the caller's tokens (id, created, expiry, current); never the tokens themselves."""
+
+    def get(self, request):
+        current = request.auth if isinstance(request.auth, account_selectors.AuthToken) else None
+        tokens = account_selectors.api_tokens_for_user(request.user)
+        return Response([account_selectors.api_token_representation(token, current=current) for token in tokens])
+
+
+class TokenDetailView(APIView):
+    """DELETE: revokes one of the caller's tokens by its id."""
+
+    def delete(self, request, token_id):
+        if not account_services.api_token_revoke(user=request.user, token_id=token_id):
+            return Response({"detail": "You have no token with that id."}, status=404)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TokenLogoutView(APIView):
+    """POST with a token: revokes that token (signing out a script). {"all": true} revokes every
+    token of the user."""
+
+    def post(self, request):
+        everything = hasattr(request.data, "get") and request.data.get("all") in (True, "true", "1")
+        if everything:
+            account_services.api_tokens_revoke_all(user=request.user)
+        elif isinstance(request.auth, account_selectors.AuthToken):
+            account_services.api_token_revoke(user=request.user, token_id=request.auth.token_key)
+        else:
+            return Response({"detail": 'Sign out with the token to revoke, or send {"all": true}.'}, status=400)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class PhotoListCreateView(APIView):

@@ -16,3 +16,4 @@ class ClassifierConfig(AppConfig):
 
     def ready(self):
         post_migrate.connect(_register_shipped_models, sender=self, dispatch_uid="classifier-register-shipped")
+        from classifier import signals  # noqa: F401  (a deleted photo's files go too)

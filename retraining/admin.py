@@ -85,6 +85,9 @@ class RetrainRunAdmin(admin.ModelAdmin):
         return redirect("admin:retraining_retrainrun_change", run.pk)
 
     def report_image_view(self, request, run_id, which):
+        # Staff without the view permission on retrain runs see no report either.
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
         run = get_object_or_404(RetrainRun, pk=run_id)
         return FileResponse(open(selectors.retrain_run_report_image(run, which), "rb"), content_type="image/png")
 

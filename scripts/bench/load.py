@@ -149,8 +149,8 @@ def run(args, photos: list[Path], work: Path, stack: Stack) -> None:
     print(f"==> database {args.database}, redis-server :{redis_port}, logs in {work}", flush=True)
     manage(env, "migrate", "--noinput", "-v0")
     tokens = json.loads(manage(env, "shell", "-c", (
-        "import json; from django.contrib.auth.models import User; from rest_framework.authtoken.models import Token; "
-        f"print(json.dumps([Token.objects.create(user=User.objects.create_user('load%d' % i, password='correct horse battery')).key "
+        "import json; from django.contrib.auth.models import User; from accounts.services import api_token_create; "
+        f"print(json.dumps([api_token_create(user=User.objects.create_user('load%d' % i, password='correct horse battery'))[1] "
         f"for i in range({args.clients})]))"
     )).strip().splitlines()[-1])
     n_models = int(manage(env, "shell", "-c", (

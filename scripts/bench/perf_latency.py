@@ -139,7 +139,7 @@ def child(config: str, args) -> dict:
     from django.conf import settings
     from django.contrib.auth.models import User
     from django.core.management import call_command
-    from rest_framework.authtoken.models import Token
+    from accounts.services import api_token_create
     from rest_framework.test import APIClient
 
     from classifier.models import ModelVersion, Photo
@@ -154,7 +154,7 @@ def child(config: str, args) -> dict:
     for i in range(10):  # uploads rotate over ten accounts, as a burst comes from several people
         user = User.objects.create_user(f"bench{i}", password="correct horse battery")
         client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=user)[1]}")
         clients.append(client)
     folders = sorted(p for p in PHOTOS.iterdir() if p.is_dir())
     total = 1 + args.sequential * 2 + args.burst * 2

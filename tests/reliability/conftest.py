@@ -216,10 +216,10 @@ def subprocess_database_url(connection) -> str:
 
 def api_token(username: str) -> str:
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
+    from accounts.services import api_token_create
 
     user = get_user_model().objects.create_user(username=username, password="correct horse battery")
-    return Token.objects.create(user=user).key
+    return api_token_create(user=user)[1]
 
 
 def api_upload(base_url: str, token: str, path: Path, timeout: float = 30) -> tuple[int, dict, float]:

@@ -46,8 +46,8 @@ def test_database_restart_under_load_answers_503_not_500_and_recovers(postgres_c
                   RATELIMIT_UPLOAD_USER="", RATELIMIT_UPLOAD_IP="")  # this test is the load
     _manage(env, "migrate", "--noinput", "-v0")
     token = _manage(env, "shell", "-c", (
-        "from django.contrib.auth.models import User; from rest_framework.authtoken.models import Token; "
-        "print(Token.objects.create(user=User.objects.create_user('load', password='correct horse battery')).key)"
+        "from django.contrib.auth.models import User; from accounts.services import api_token_create; "
+        "print(api_token_create(user=User.objects.create_user('load', password='correct horse battery'))[1])"
     )).strip().splitlines()[-1]
     web, url = start_gunicorn(env, workers=2)
     processes.append(web)

@@ -132,12 +132,12 @@ def test_api_upload_is_rate_limited_as_json(api_client, user, settings):
     assert Photo.objects.count() == 2
 
 
-def test_sign_in_is_rate_limited_per_username_and_per_ip(client, api_client, user, settings):
-    settings.RATELIMIT_LOGIN_USERNAME = "3/m"
+def test_sign_in_is_rate_limited_per_ip_and_username_and_per_ip(client, api_client, user, settings):
+    settings.RATELIMIT_LOGIN_IP_USERNAME = "3/m"
     settings.RATELIMIT_LOGIN_IP = "6/m"
     codes = [client.post(reverse("login"), {"username": user.username, "password": "wrong"}).status_code for _ in range(3)]
     assert codes == [200, 200, 200]  # the form again, with its error
-    # The right password no longer helps for this account (guessing stops here) ...
+    # From this address the right password no longer helps for this account (guessing stops here) ...
     response = client.post(reverse("login"), {"username": user.username, "password": "correct horse battery"})
     assert response.status_code == 429 and "_auth_user_id" not in client.session
     # ... nor through the token endpoint, which shares the budget.
@@ -146,12 +146,15 @@ def test_sign_in_is_rate_limited_per_username_and_per_ip(client, api_client, use
     # Other usernames from this address: until the address's own limit.
     codes = [client.post(reverse("login"), {"username": f"someone{i}", "password": "x"}).status_code for i in range(3)]
     assert codes == [200, 429, 429]
+    # The owner, from another address, is not locked out (tests/security/test_sign_in_limits.py).
+    response = client.post(reverse("login"), {"username": user.username, "password": "correct horse battery"}, REMOTE_ADDR="10.9.9.9")
+    assert response.status_code == 302
 
 
 def test_client_address_behind_the_router_is_the_last_forwarded_entry(client, user, settings):
     settings.RATELIMIT_TRUST_X_FORWARDED_FOR = True
     settings.RATELIMIT_LOGIN_IP = "2/m"
-    settings.RATELIMIT_LOGIN_USERNAME = ""
+    settings.RATELIMIT_LOGIN_IP_USERNAME = ""
     # A client that forges the first X-Forwarded-For entry is still counted by its real address.
     for forged in ("1.1.1.1", "2.2.2.2"):
         assert client.post(reverse("login"), {"username": "a", "password": "b"}, HTTP_X_FORWARDED_FOR=f"{forged}, 9.9.9.9").status_code == 200
