@@ -14,6 +14,38 @@ SKIMAGE_PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "coins", "hubble_d
                   "immunohistochemistry", "moon", "page", "rocket", "text", "brick", "grass", "gravel")
 
 
+# Every real photo (not a drawing, chart or synthetic test pattern) that ships inside the
+# project's installed packages, none of a butterfly or moth: scikit-image's sample files (its
+# SKIMAGE_PHOTOS plus its other microscopy, medical, street and texture photos), scikit-learn's
+# two sample images and matplotlib's portrait of Grace Hopper. Nothing is downloaded.
+SKIMAGE_FILES = ("astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png",
+                 "coffee.png", "coins.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png",
+                 "microaneurysms.png", "moon.png", "motorcycle_left.png", "motorcycle_right.png", "page.png",
+                 "retina.jpg", "rocket.jpg", "text.png")
+
+
+def non_butterfly_photos() -> dict[str, "Path"]:  # noqa: F821
+    """{"package/file": path} of the real non-butterfly photos installed packages ship (see
+    SKIMAGE_FILES); a package that is not installed, or a file it lacks, is left out."""
+    from importlib.util import find_spec
+    from pathlib import Path
+
+    def package_dir(name):
+        spec = find_spec(name)
+        return Path(spec.origin).parent if spec and spec.origin else None
+
+    found = {}
+    places = [("skimage", "data", SKIMAGE_FILES),
+              ("sklearn", "datasets/images", ("china.jpg", "flower.jpg")),
+              ("matplotlib", "mpl-data/sample_data", ("grace_hopper.jpg",))]
+    for package, folder, files in places:
+        root = package_dir(package)
+        for file in files:
+            if root is not None and (root / folder / file).is_file():
+                found[f"{package}/{file}"] = root / folder / file
+    return found
+
+
 def calibrate_threshold(best_probabilities: np.ndarray, keep_known: float = 0.95) -> float:
     """The probability under which only (1 - keep_known) of the given known-class photos fall."""
     if len(best_probabilities) == 0:
