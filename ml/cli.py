@@ -1,4 +1,4 @@
-"""python -m ml train | evaluate | predict | openset  (see docs/ml.md, section CLI)."""
+"""python -m ml train | evaluate | predict | openset | identify  (see docs/ml.md, section CLI)."""
 
 from __future__ import annotations
 
@@ -47,8 +47,15 @@ def main(argv=None) -> int:
     openset_parser.add_argument("artifact_dir")
     openset_parser.add_argument("butterflies_dir", nargs="?", help="an ImageFolder of real butterflies")
 
+    identify_parser = verbs.add_parser("identify", help="one JSON line per image: {image, kind, label, name, candidates}")
+    identify_parser.add_argument("images", nargs="+")
+    identify_parser.add_argument("--artifacts", nargs="+", metavar="DIR",
+                                 help="model artifacts, the default first (default: artifacts/manifest.json's set)")
+    identify_parser.add_argument("--identifier", metavar="DIR", help="identifier artifact (default: artifacts/identifier)")
+
     args = parser.parse_args(argv)
-    return {"train": _train, "evaluate": _evaluate, "predict": _predict, "openset": _openset}[args.verb](args)
+    return {"train": _train, "evaluate": _evaluate, "predict": _predict, "openset": _openset,
+            "identify": _identify}[args.verb](args)
 
 
 def _train(args) -> int:
@@ -99,6 +106,36 @@ def _predict(args) -> int:
             continue
         print(json.dumps({"image": image, "top": [{"label": l.label, "probability": round(l.probability, 6)} for l in prediction.top],
                           "unknown": prediction.unknown}))
+    return status
+
+
+def _identify(args) -> int:
+    from ml import images, species
+    from ml.identify import Identifier, shipped_artifacts
+    from ml.predict import Predictor
+
+    root = Path(__file__).resolve().parent.parent / "artifacts"
+    directories = args.artifacts or shipped_artifacts(root)  # the default model first
+    predictors = [Predictor.load(directory) for directory in directories]
+    identifier = Identifier.load(args.identifier or root / "identifier")
+    sizes = sorted({p.metadata.input_size for p in predictors} | {identifier.input_size})
+    status = 0
+    for image in args.images:
+        try:
+            # One decode per input size, exactly as the worker decodes an upload.
+            pixels = {size: images.to_array(image, size)[None] for size in sizes}
+        except (OSError, ValueError) as error:
+            print(json.dumps({"image": image, "error": str(error)}))
+            status = 1
+            continue
+        tops = [[(label.label, round(label.probability, 6)) for label in
+                 predictor.predict_pixels(pixels[predictor.metadata.input_size], top_k=5)[0].top]
+                for predictor in predictors]
+        [signals] = identifier.signals(pixels[identifier.input_size])
+        answer = identifier.identify(tops, signals)
+        print(json.dumps({"image": image, "kind": answer.kind, "label": answer.label,
+                          "name": species.name(answer.label) if answer.label else None,
+                          "candidates": [{"label": c.label, "probability": c.probability} for c in answer.candidates]}))
     return status
 
 
