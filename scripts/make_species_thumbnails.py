@@ -129,7 +129,7 @@ def planned(source_dir: Path, out_dir: Path) -> dict[Path, bytes | str]:
         for source, static_path in zip(sources, entry.reference_images):
             if not source.is_file():
                 raise SystemExit(f"{source}: not found (is ../shared there?)")
-            files[out_dir.parent / static_path] = thumbnail_bytes(source)
+            files[out_dir / Path(static_path).relative_to("species")] = thumbnail_bytes(source)
         rows.append(f"| {entry.name} | `{entry.key}` | `{entry.slug}/` | {', '.join(CHOSEN[entry.key])} |")
     files[out_dir / "README.md"] = README.format(size=SIZE, quality=QUALITY, source="butterflies50/train",
                                                  rows="\n".join(rows))
@@ -165,12 +165,16 @@ def main() -> int:
             print(f"not made by this script: {path}")
         print(f"{len(thumbnails)} thumbnails, {total_kb:.0f} KB; {len(stale)} stale, {len(strays)} stray")
         return 1 if stale or strays else 0
-    for path in strays:  # e.g. the folder of a species whose display name (and so slug) changed
-        path.unlink()
+    for path in strays:
+        if path.suffix == ".jpg":  # e.g. the old folder of a species whose display name (so slug) changed
+            path.unlink()
+        else:
+            print(f"left in place, not made by this script: {path}")
     for folder in sorted({p.parent for p in strays}, reverse=True):
         if folder != args.out and not any(folder.iterdir()):
             folder.rmdir()
-    print(f"{len(thumbnails)} thumbnails, {total_kb:.0f} KB in all; wrote {len(stale)} files, removed {len(strays)}")
+    removed = sum(path.suffix == ".jpg" for path in strays)
+    print(f"{len(thumbnails)} thumbnails, {total_kb:.0f} KB in all; wrote {len(stale)} files, removed {removed}")
     return 0
 
 

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -103,6 +104,24 @@ def test_thumbnails_are_up_to_date_with_the_script_and_made_from_train(butterfli
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "147 thumbnails" in result.stdout and "0 stale, 0 stray" in result.stdout, result.stdout
+
+
+def test_thumbnail_check_finds_a_changed_and_a_stray_thumbnail(butterflies_dir, tmp_path):
+    out = tmp_path / "species"
+    shutil.copytree(STATIC / "species", out)
+    (out / "monarch" / "2.jpg").write_bytes(b"not the thumbnail")
+    (out / "old-name").mkdir()
+    (out / "old-name" / "1.jpg").write_bytes(b"left over")
+    command = [sys.executable, "scripts/make_species_thumbnails.py", "--source", str(butterflies_dir / "train"),
+               "--out", str(out)]
+    check = subprocess.run([*command, "--check"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert f"stale or missing: {out / 'monarch' / '2.jpg'}" in check.stdout
+    assert f"not made by this script: {out / 'old-name' / '1.jpg'}" in check.stdout
+    rebuild = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rebuild.returncode == 0 and "wrote 1 files, removed 1" in rebuild.stdout, rebuild.stdout + rebuild.stderr
+    assert (out / "monarch" / "2.jpg").read_bytes() == (STATIC / "species" / "monarch" / "2.jpg").read_bytes()
+    assert not (out / "old-name").exists()
 
 
 def test_thumbnail_script_refuses_the_test_split(butterflies_dir, tmp_path):
