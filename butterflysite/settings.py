@@ -7,9 +7,9 @@ Two modes, chosen by DJANGO_ENV:
   HTTPS-only cookies, HSTS and SSL redirect behind Heroku's proxy. `check --deploy` is clean.
 """
 
+import os
 from datetime import timedelta
 from pathlib import Path
-import os
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured

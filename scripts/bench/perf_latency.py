@@ -139,9 +139,9 @@ def child(config: str, args) -> dict:
     from django.conf import settings
     from django.contrib.auth.models import User
     from django.core.management import call_command
-    from accounts.services import api_token_create
     from rest_framework.test import APIClient
 
+    from accounts.services import api_token_create
     from classifier.models import ModelVersion, Photo
 
     call_command("migrate", verbosity=0)

@@ -216,6 +216,7 @@ def subprocess_database_url(connection) -> str:
 
 def api_token(username: str) -> str:
     from django.contrib.auth import get_user_model
+
     from accounts.services import api_token_create
 
     user = get_user_model().objects.create_user(username=username, password="correct horse battery")

@@ -14,7 +14,7 @@ from knox.models import AuthToken
 from accounts.services import api_token_create
 from classifier import services
 from classifier.models import Photo
-from tests.classifier.conftest import client_for, media_files, media_root, other_user, user  # noqa: F401
+from tests.classifier.conftest import media_files
 from tests.classifier.factories import LabelCorrectionFactory, PhotoFactory, PredictionFactory, UserFactory
 
 PASSWORD = "correct horse battery"

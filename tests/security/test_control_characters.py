@@ -5,7 +5,6 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from tests.classifier.conftest import api_client, client_for, media_root, user  # noqa: F401  (fixtures)
 from tests.classifier.factories import UserFactory
 
 MESSAGE = "control character"

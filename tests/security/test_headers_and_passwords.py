@@ -6,14 +6,12 @@ rate-limited, and permission checks on the retraining admin's views."""
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission
 from django.core import mail
 from django.urls import reverse
 
-from tests.classifier.conftest import api_client, client_for, media_root, user  # noqa: F401  (fixtures)
 from tests.classifier.factories import PhotoFactory, UserFactory
 from tests.deploy.conftest import ROOT, production_env
 

@@ -5,7 +5,6 @@ from another address, still signs in (a per-username limit let anyone lock the o
 import pytest
 from django.urls import reverse
 
-from tests.classifier.conftest import api_client, media_root, user  # noqa: F401  (fixtures)
 from tests.classifier.factories import UserFactory
 
 ATTACKER = "203.0.113.66"

@@ -10,7 +10,6 @@ from django.urls import reverse
 from django.utils import timezone
 from knox.models import AuthToken
 
-from tests.classifier.conftest import api_client, client_for, media_root, other_user, user  # noqa: F401
 from tests.classifier.factories import UserFactory
 
 PASSWORD = "correct horse battery"
