@@ -289,6 +289,26 @@ CLASSIFIER_SWEEP_PENDING_SECONDS = env_int("CLASSIFIER_SWEEP_PENDING_SECONDS", 3
 CLASSIFIER_SWEEP_INTERVAL_SECONDS = env_int("CLASSIFIER_SWEEP_INTERVAL_SECONDS", 60)
 CELERY_BEAT_SCHEDULE_FILENAME = env_str("CELERY_BEAT_SCHEDULE_FILENAME", str(VAR_DIR / "celerybeat-schedule"))
 
+# Retraining (docs/retraining.md): the base training data and the benchmark test set (the team's
+# ../shared by default), where new versions are written (one new folder each), the feature cache
+# every retrain shares, the held-out share of staff labels and the promotion rule's bounds.
+_SHARED_DIR = BASE_DIR.parent / "shared"
+RETRAIN_BASE_DATA_DIR = Path(env_str("RETRAIN_BASE_DATA_DIR", str(_SHARED_DIR / "data" / "butterflies50" / "train")))
+RETRAIN_BENCHMARK_DIR = Path(env_str("RETRAIN_BENCHMARK_DIR", str(_SHARED_DIR / "data" / "butterflies50" / "test")))
+RETRAIN_WEIGHTS_DIR = Path(env_str("RETRAIN_WEIGHTS_DIR", str(_SHARED_DIR / "weights")))
+RETRAIN_OUTPUT_DIR = Path(env_str("RETRAIN_OUTPUT_DIR", str(ML_ARTIFACTS_DIR / "retrained")))
+RETRAIN_CACHE_DIR = env_str("RETRAIN_CACHE_DIR") or env_str("ML_CACHE_DIR") or str(VAR_DIR / "feature-cache")
+RETRAIN_HOLDOUT_FRACTION = float(env_str("RETRAIN_HOLDOUT_FRACTION", "0.25"))
+# How far benchmark top-1 may fall (0.005: half a point), and the benchmark recall of a species
+# the labels touch (0.15: 3 of 20 photos), before a promotion is refused.
+RETRAIN_MAX_BENCHMARK_DROP = float(env_str("RETRAIN_MAX_BENCHMARK_DROP", "0.005"))
+RETRAIN_MAX_CLASS_RECALL_DROP = float(env_str("RETRAIN_MAX_CLASS_RECALL_DROP", "0.15"))
+# The classification queue by default, so the ordinary worker runs retrains; a dedicated worker
+# (-Q retrain, RETRAIN_TASK_QUEUE=retrain) keeps long retrains from delaying photos.
+RETRAIN_TASK_QUEUE = env_str("RETRAIN_TASK_QUEUE") or CLASSIFIER_TASK_QUEUE
+# A retrain still running after this many seconds is stopped and its run marked failed.
+RETRAIN_SOFT_TIME_LIMIT = env_int("RETRAIN_SOFT_TIME_LIMIT", 3 * 3600)
+
 # Cache: Redis in production (shared by all processes, needed for rate limits), else files.
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}

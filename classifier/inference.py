@@ -1,7 +1,7 @@
-"""The per-process model cache: the only module of the web app that touches `ml` (and TensorFlow).
+"""The per-process model cache: the web app's one place that loads and runs model artifacts.
 
 Web processes import this module but never call `get_predictor`/`preload_active`, so they never
-import TensorFlow: every `ml` import below happens inside a function. Celery worker processes
+load a model: every `ml` import below happens inside a function. Celery worker processes
 load each active model version once (on `worker_process_init`, see classifier/tasks.py) and keep
 it in `_predictors`, keyed by ModelVersion id and artifact path.
 """
@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
 
-from django.conf import settings
+from classifier import artifacts
 
 logger = logging.getLogger(__name__)
 
@@ -24,31 +23,18 @@ class InferenceError(Exception):
     """A model version cannot be loaded or run (missing or corrupt artifact)."""
 
 
-def artifact_dir(model_version) -> Path:
-    """The local directory of a version's artifact: relative paths are under ML_ARTIFACTS_DIR;
-    "storage:..." references (models published to object storage) are downloaded once."""
-    from butterflysite import artifact_store
-
-    reference = model_version.artifact_path
-    if artifact_store.is_stored(reference):
-        try:
-            return artifact_store.local_dir(reference)
-        except (artifact_store.ArtifactStoreError, OSError) as error:
-            raise InferenceError(f"cannot fetch model {model_version}: {error}") from error
-    path = Path(reference)
-    return path if path.is_absolute() else Path(settings.ML_ARTIFACTS_DIR) / path
-
-
 def get_predictor(model_version):
     """The loaded `ml.predict.Predictor` for a ModelVersion, loading it on first use."""
-    key = (model_version.pk, str(artifact_dir(model_version)))
+    try:
+        key = (model_version.pk, str(artifacts.artifact_dir(model_version)))
+    except artifacts.ArtifactUnavailable as error:
+        raise InferenceError(f"cannot fetch model {model_version}: {error}") from error
     predictor = _predictors.get(key)
     if predictor is not None:
         return predictor
     with _lock:
         predictor = _predictors.get(key)
         if predictor is None:
-            from ml.artifact import ArtifactError
             from ml.predict import Predictor
 
             try:
@@ -69,15 +55,6 @@ def forget_inactive(active_ids) -> None:
 
 def loaded_keys() -> list[tuple[int, str]]:
     return list(_predictors)
-
-
-def predict(model_version, image, top_k: int = 5):
-    """Run one model version on one PIL image: returns an `ml.predict.Prediction`."""
-    predictor = get_predictor(model_version)
-    try:
-        return predictor.predict([image], top_k=top_k)[0]
-    except (ValueError, OSError) as error:
-        raise InferenceError(f"model {model_version} could not read the photo: {error}") from error
 
 
 def input_size(model_version) -> int:

@@ -350,12 +350,12 @@ def model_version_benchmark_report(model_version: ModelVersion) -> dict | None:
     (`python -m ml evaluate --report-dir` or a retrain writes it): top1, top5, per-class recall."""
     import json
 
-    from classifier import inference
+    from classifier import artifacts
 
     try:
-        directory = inference.artifact_dir(model_version) / "evaluation"
+        directory = artifacts.artifact_dir(model_version) / "evaluation"
         report = json.loads((directory / "report.json").read_text())
-    except (OSError, ValueError, inference.InferenceError):
+    except (OSError, ValueError):  # artifacts.ArtifactUnavailable is an OSError
         return None
     report = report.get("benchmark", report)  # a retrain's report holds several photo sets
     per_class = {label: {"recall": v.get("recall"), "support": v.get("support")}

@@ -60,6 +60,13 @@ class RetrainRun(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            # At most one run queued or running, whatever the timing of two requests: they would
+            # take the same version number and race for the promotion.
+            models.UniqueConstraint(
+                models.Value(True), condition=models.Q(status__in=["queued", "running"]), name="retrain_one_active_run"
+            ),
+        ]
 
     def __str__(self):
         return f"Retrain run {self.pk}"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from django.conf import settings
 from django.http import Http404
 
-from retraining import conf
 from retraining.models import RetrainRun
 
 
@@ -33,4 +33,4 @@ def retrain_run_report_image(run: RetrainRun, which: str) -> Path:
 def promotion_rule_text() -> str:
     from ml.retrain import promotion_rule  # no TensorFlow: the module imports it only to train
 
-    return promotion_rule(conf.max_benchmark_drop(), conf.max_class_recall_drop())
+    return promotion_rule(settings.RETRAIN_MAX_BENCHMARK_DROP, settings.RETRAIN_MAX_CLASS_RECALL_DROP)

@@ -8,7 +8,6 @@ TensorFlow.
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import shutil
 import tempfile
@@ -17,17 +16,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.storage import FileSystemStorage, default_storage
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from butterflysite import artifact_store
-from classifier import inference
+from classifier import artifacts, inference
 from classifier import selectors as classifier_selectors
 from classifier import services as classifier_services
 from classifier.models import ModelVersion, Photo
-from retraining import conf
 from retraining.models import RetrainRun
 
 logger = logging.getLogger(__name__)
@@ -45,26 +45,36 @@ def retrain_run_create(*, requested_by=None, include_flagged: bool = False, prom
     next version number and the promotion)."""
     if holdout_fraction is not None and not 0 <= holdout_fraction < 1:
         raise ValidationError("The held-out fraction must be at least 0 and below 1.")
-    with transaction.atomic():
-        # A run that has not finished after STALE_AFTER lost its worker (or its task): it must not
-        # block every later run.
-        RetrainRun.objects.filter(status__in=ACTIVE_STATUSES, created_at__lt=timezone.now() - STALE_AFTER).update(
-            status=RetrainRun.Status.FAILED, finished_at=timezone.now(), stage="failed",
-            error=f"Did not finish within {STALE_AFTER}; its worker or task was probably lost.",
-        )
-        busy = RetrainRun.objects.select_for_update().filter(status__in=ACTIVE_STATUSES).first()
-        if busy is not None:
-            raise ValidationError(f"{busy} is still {busy.get_status_display().lower()}; wait for it to finish.")
-        return RetrainRun.objects.create(
-            requested_by=requested_by,
-            options={
-                "include_flagged": bool(include_flagged),
-                "promote": bool(promote),
-                "holdout_fraction": conf.holdout_fraction() if holdout_fraction is None else float(holdout_fraction),
-                "train_config": dict(train_config or {}),
-            },
-            stage="waiting for a worker",
-        )
+    try:
+        with transaction.atomic():
+            # A run that has not finished after STALE_AFTER lost its worker (or its task): it must
+            # not block every later run.
+            RetrainRun.objects.filter(status__in=ACTIVE_STATUSES, created_at__lt=timezone.now() - STALE_AFTER).update(
+                status=RetrainRun.Status.FAILED, finished_at=timezone.now(), stage="failed",
+                error=f"Did not finish within {STALE_AFTER}; its worker or task was probably lost.",
+            )
+            _refuse_while_busy()
+            return RetrainRun.objects.create(
+                requested_by=requested_by,
+                options={
+                    "include_flagged": bool(include_flagged),
+                    "promote": bool(promote),
+                    "holdout_fraction": (settings.RETRAIN_HOLDOUT_FRACTION if holdout_fraction is None
+                                         else float(holdout_fraction)),
+                    "train_config": dict(train_config or {}),
+                },
+                stage="waiting for a worker",
+            )
+    except IntegrityError:
+        # A concurrent request created its run first (constraint retrain_one_active_run).
+        _refuse_while_busy()
+        raise
+
+
+def _refuse_while_busy() -> None:
+    busy = RetrainRun.objects.filter(status__in=ACTIVE_STATUSES).first()
+    if busy is not None:
+        raise ValidationError(f"{busy} is still {busy.get_status_display().lower()}; wait for it to finish.")
 
 
 def retrain_run_request(*, requested_by=None, **options) -> RetrainRun:
@@ -73,7 +83,7 @@ def retrain_run_request(*, requested_by=None, **options) -> RetrainRun:
 
     with transaction.atomic():
         run = retrain_run_create(requested_by=requested_by, **options)
-        transaction.on_commit(lambda: retrain_run_task.apply_async(args=[run.pk], queue=conf.task_queue()))
+        transaction.on_commit(lambda: retrain_run_task.apply_async(args=[run.pk], queue=settings.RETRAIN_TASK_QUEUE))
     return run
 
 
@@ -91,47 +101,74 @@ def retrain_run_execute(*, run_id: int) -> RetrainRun:
     ):
         return RetrainRun.objects.get(pk=run_id)
     run = RetrainRun.objects.get(pk=run_id)
-    out_dir = None
+    out_dir, made_out_dir = None, False
     try:
         baseline = classifier_selectors.model_version_get_default()
         if baseline is None:
             raise ValidationError("No default model version: make one the default in the admin first.")
-        out_dir, outcome, number = _train(run, baseline)
-        with transaction.atomic():
-            candidate = classifier_services.model_version_register_trained(
-                artifact_dir=artifact_location_for_workers(Path(outcome.artifact_dir)), number=number, created_by=run.requested_by, replaces=baseline,
-                training_photo_ids=[int(key.split("-", 1)[1]) for key in outcome.training_keys],
-            )
-            promote = outcome.decision.promote and run.options.get("promote", True)
-            if promote:
-                classifier_services.model_version_promote(model_version=candidate, replaces=baseline)
-            reasons = "; ".join(outcome.decision.reasons)
-            if not run.options.get("promote", True):
-                decision, reasons = RetrainRun.Decision.UNDECIDED, f"evaluation only (the rule {'would' if outcome.decision.promote else 'would not'} promote): {reasons}"
-            else:
-                decision = RetrainRun.Decision.PROMOTED if promote else RetrainRun.Decision.REJECTED
-            RetrainRun.objects.filter(pk=run.pk).update(
-                status=RetrainRun.Status.SUCCEEDED, finished_at=timezone.now(), progress=1.0, stage="done",
-                baseline=baseline, candidate=candidate,
-                training_photo_ids=sorted(int(k.split("-", 1)[1]) for k in outcome.training_keys),
-                holdout_photo_ids=sorted(int(k.split("-", 1)[1]) for k in outcome.holdout_keys),
-                candidate_report=outcome.candidate, baseline_report=outcome.baseline or {},
-                report_dir=str(outcome.artifact_dir),
-                summary={"skipped": outcome.skipped, "timings_s": outcome.timings_s, "retrain": outcome.metadata.get("retrain", {}),
-                         "rule_promotes": outcome.decision.promote},
-                decision=decision, decision_reason=reasons, decided_at=timezone.now() if decision else None,
-            )
+        number = classifier_services.model_version_next_number(name=baseline.name)
+        out_dir = Path(settings.RETRAIN_OUTPUT_DIR) / f"{baseline.name}-{number}-run{run.pk}"
+        made_out_dir = not out_dir.exists()
+        outcome = _train(run, baseline, number, out_dir)
+        if not retrain_run_finish(run=run, baseline=baseline, outcome=outcome, number=number):
+            logger.warning("retrain run %s was marked failed while it trained; its version is dropped", run_id)
+            if made_out_dir:
+                shutil.rmtree(out_dir, ignore_errors=True)
     except Exception as error:
         logger.exception("retrain run %s failed", run_id)
-        if out_dir is not None and not ModelVersion.objects.filter(artifact_path__endswith=Path(out_dir).name).exists():
+        if made_out_dir and not ModelVersion.objects.filter(artifact_path__endswith=out_dir.name).exists():
             shutil.rmtree(out_dir, ignore_errors=True)  # no half-written artifact without its version
-        RetrainRun.objects.filter(pk=run_id).update(
-            status=RetrainRun.Status.FAILED, finished_at=timezone.now(), stage="failed",
-            error=f"{type(error).__name__}: {error}"[:2000],
+        if isinstance(error, SoftTimeLimitExceeded):
+            message = (f"Stopped: still training after RETRAIN_SOFT_TIME_LIMIT ({settings.RETRAIN_SOFT_TIME_LIMIT} s); "
+                       "raise the limit or train with fewer epochs.")
+        else:
+            message = f"{type(error).__name__}: {error}"
+        RetrainRun.objects.filter(pk=run_id, status=RetrainRun.Status.RUNNING).update(
+            status=RetrainRun.Status.FAILED, finished_at=timezone.now(), stage="failed", error=message[:2000],
         )
-        if not isinstance(error, (ValidationError, OSError, ValueError)):
+        if not isinstance(error, (ValidationError, OSError, ValueError, SoftTimeLimitExceeded)):
             raise
     return RetrainRun.objects.get(pk=run_id)
+
+
+def retrain_run_finish(*, run: RetrainRun, baseline: ModelVersion, outcome, number: int) -> bool:
+    """Records a trained run's outcome (an `ml.retrain.RetrainOutcome`): registers the new
+    version, promotes it when the rule allows and the run asked for it, and marks the run
+    succeeded. Returns False, changing nothing, when the run is no longer running (e.g. it was
+    marked failed as stale meanwhile)."""
+    with transaction.atomic():
+        # First, so the run row's lock (on SQLite the database's write lock) keeps the stale-run
+        # sweep out until this commits; a run no longer running is not overwritten.
+        if not RetrainRun.objects.filter(pk=run.pk, status=RetrainRun.Status.RUNNING).update(
+            stage="registering the new version"
+        ):
+            return False
+        candidate = classifier_services.model_version_register_trained(
+            artifact_dir=artifact_location_for_workers(Path(outcome.artifact_dir)), number=number,
+            created_by=run.requested_by, replaces=baseline,
+            training_photo_ids=[int(key.split("-", 1)[1]) for key in outcome.training_keys],
+        )
+        promote = outcome.decision.promote and run.options.get("promote", True)
+        if promote:
+            classifier_services.model_version_promote(model_version=candidate, replaces=baseline)
+        reasons = "; ".join(outcome.decision.reasons)
+        if not run.options.get("promote", True):
+            decision = RetrainRun.Decision.UNDECIDED
+            reasons = f"evaluation only (the rule {'would' if outcome.decision.promote else 'would not'} promote): {reasons}"
+        else:
+            decision = RetrainRun.Decision.PROMOTED if promote else RetrainRun.Decision.REJECTED
+        RetrainRun.objects.filter(pk=run.pk).update(
+            status=RetrainRun.Status.SUCCEEDED, finished_at=timezone.now(), progress=1.0, stage="done",
+            baseline=baseline, candidate=candidate,
+            training_photo_ids=sorted(int(k.split("-", 1)[1]) for k in outcome.training_keys),
+            holdout_photo_ids=sorted(int(k.split("-", 1)[1]) for k in outcome.holdout_keys),
+            candidate_report=outcome.candidate, baseline_report=outcome.baseline or {},
+            report_dir=str(outcome.artifact_dir),
+            summary={"skipped": outcome.skipped, "timings_s": outcome.timings_s,
+                     "retrain": outcome.metadata.get("retrain", {}), "rule_promotes": outcome.decision.promote},
+            decision=decision, decision_reason=reasons, decided_at=timezone.now() if decision else None,
+        )
+    return True
 
 
 def artifact_location_for_workers(artifact_dir: Path) -> str:
@@ -160,13 +197,11 @@ def _copy_original(row: classifier_selectors.LabelledPhoto, target: Path, purpos
     return True
 
 
-def _train(run: RetrainRun, baseline: ModelVersion):
+def _train(run: RetrainRun, baseline: ModelVersion, number: int, out_dir: Path):
     from ml import retrain as ml_retrain
 
-    baseline_dir = inference.artifact_dir(baseline)
-    metadata = classifier_services._read_metadata(baseline_dir)
-    number = classifier_services.model_version_next_number(name=baseline.name)
-    out_dir = conf.output_dir() / f"{baseline.name}-{number}-run{run.pk}"
+    baseline_dir = artifacts.artifact_dir(baseline)
+    metadata = artifacts.read_metadata(baseline_dir)
     labelled = classifier_selectors.labelled_photos(include_flagged=run.options.get("include_flagged", False),
                                                     include_not_butterfly=False)
     with tempfile.TemporaryDirectory(prefix="labelled-") as work:
@@ -178,17 +213,18 @@ def _train(run: RetrainRun, baseline: ModelVersion):
             photos.append(ml_retrain.LabelledPhoto(key=f"photo-{row.photo_id}", path=local, label=row.label,
                                                    previous_label=row.previous_label, content_hash=row.sha256))
         request = ml_retrain.RetrainRequest(
-            base_data_dir=conf.base_data_dir(), benchmark_dir=conf.benchmark_dir(), labelled=photos,
-            backbones=ml_retrain.backbones_from_metadata(metadata, conf.weights_dir()),
+            base_data_dir=Path(settings.RETRAIN_BASE_DATA_DIR), benchmark_dir=Path(settings.RETRAIN_BENCHMARK_DIR), labelled=photos,
+            backbones=ml_retrain.backbones_from_metadata(metadata, Path(settings.RETRAIN_WEIGHTS_DIR)),
             out_dir=out_dir, name=baseline.name, version=str(number), baseline_dir=baseline_dir,
-            holdout_fraction=run.options.get("holdout_fraction", conf.holdout_fraction()),
-            max_benchmark_drop=conf.max_benchmark_drop(), max_class_recall_drop=conf.max_class_recall_drop(),
+            holdout_fraction=run.options.get("holdout_fraction", settings.RETRAIN_HOLDOUT_FRACTION),
+            max_benchmark_drop=settings.RETRAIN_MAX_BENCHMARK_DROP,
+            max_class_recall_drop=settings.RETRAIN_MAX_CLASS_RECALL_DROP,
             train_config={**ml_retrain.train_config_from_metadata(metadata), **run.options.get("train_config", {})},
-            cache_dir=conf.cache_dir(),
+            cache_dir=str(settings.RETRAIN_CACHE_DIR),
         )
         _set_progress(run.pk, 0.01, f"{len(photos)} staff-labelled photos")
         outcome = ml_retrain.retrain(request, progress=lambda fraction, stage: _set_progress(run.pk, fraction, stage))
-    return out_dir, outcome, number
+    return outcome
 
 
 def retrain_run_promote(*, run: RetrainRun, promoted_by) -> RetrainRun:
@@ -213,14 +249,11 @@ def retrain_run_promote(*, run: RetrainRun, promoted_by) -> RetrainRun:
 
 
 def photos_reclassify(*, model_version_id: int, batch_size: int = 32) -> int:
-    """Classifies every finished photo that has no prediction from this version yet (batches of
-    `batch_size`, each model run once per batch); idempotent. Returns how many were classified."""
-    from ml import images
-
-    import numpy as np
-
+    """Classifies every finished photo that has no prediction from this version yet, `batch_size`
+    at a time through the one classify core; idempotent. Photos that cannot be read are skipped
+    (logged). Returns how many were classified; raises inference.InferenceError when the version
+    cannot be loaded or run."""
     model_version = ModelVersion.objects.get(pk=model_version_id)
-    size = inference.input_size(model_version)
     done = 0
     last_id = 0
     while True:
@@ -232,18 +265,10 @@ def photos_reclassify(*, model_version_id: int, batch_size: int = 32) -> int:
         if not batch:
             break
         last_id = batch[-1].pk
-        ids, rows = [], []
-        for photo in batch:
-            try:
-                with default_storage.open(photo.original.name, "rb") as file:
-                    rows.append(images.to_array(io.BytesIO(file.read()), size))
-                ids.append(photo.pk)
-            except (OSError, ValueError, SyntaxError):
-                logger.warning("photo %s not re-classified: its file cannot be read", photo.pk)
-        if ids:
-            results = inference.predict_pixels(model_version, np.stack(rows), top_k=5)
-            classifier_services.predictions_store_many(model_version=model_version, results=list(zip(ids, results)))
-            done += len(ids)
+        report = classifier_services.photos_classify(photos=batch, versions=[model_version])
+        if report.failed_models:
+            raise inference.InferenceError("; ".join(report.failed_models.values()))
+        done += len(report.classified)
     classifier_services.labels_flag_contradicted()
     return done
 
@@ -251,7 +276,7 @@ def photos_reclassify(*, model_version_id: int, batch_size: int = 32) -> int:
 def photos_reclassify_request(*, model_version: ModelVersion) -> None:
     from retraining.tasks import reclassify_photos_task
 
-    transaction.on_commit(lambda: reclassify_photos_task.apply_async(args=[model_version.pk], queue=conf.task_queue()))
+    transaction.on_commit(lambda: reclassify_photos_task.apply_async(args=[model_version.pk], queue=settings.RETRAIN_TASK_QUEUE))
 
 
 # Export of staff labels

@@ -3,15 +3,17 @@
 import logging
 
 from celery import shared_task
+from django.conf import settings
 
 from retraining import services
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(acks_late=True)
+@shared_task(acks_late=True, soft_time_limit=settings.RETRAIN_SOFT_TIME_LIMIT)
 def retrain_run_task(run_id: int) -> None:
     # Idempotent: only a queued run is executed; a re-delivered task finds it running or done.
+    # Past the soft time limit the run is marked failed with a readable error (prefork pool).
     services.retrain_run_execute(run_id=run_id)
 
 

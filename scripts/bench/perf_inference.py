@@ -158,11 +158,12 @@ def decoding(repeats: int) -> dict:
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "butterflysite.settings")
     django.setup()
+    from classifier import images as upload_images
     from classifier import services
     from ml import images
 
     def reencode_without_draft(content: bytes, max_side: int) -> bytes:
-        # classifier.services._reencode before draft mode (commit a73782b^), for reference.
+        # classifier.images.reencode before draft mode (commit a73782b^), for reference.
         with Image.open(io.BytesIO(content)) as image:
             image = ImageOps.exif_transpose(image).convert("RGB")
             image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
@@ -192,10 +193,10 @@ def decoding(repeats: int) -> dict:
             "worker_to_array_draft": lambda: images.to_array(io.BytesIO(content), 224),
             "worker_to_array_full_decode": lambda: full_decode_to_array(content, 224),
             "upload_check": lambda: services.photo_check_upload(Upload(content)),
-            "upload_reencode_draft": lambda: (services._reencode(content, services.DISPLAY_MAX_SIDE),
-                                              services._reencode(content, services.THUMBNAIL_MAX_SIDE)),
-            "upload_reencode_without_draft": lambda: (reencode_without_draft(content, services.DISPLAY_MAX_SIDE),
-                                                      reencode_without_draft(content, services.THUMBNAIL_MAX_SIDE)),
+            "upload_reencode_draft": lambda: (upload_images.reencode(content, upload_images.DISPLAY_MAX_SIDE),
+                                              upload_images.reencode(content, upload_images.THUMBNAIL_MAX_SIDE)),
+            "upload_reencode_without_draft": lambda: (reencode_without_draft(content, upload_images.DISPLAY_MAX_SIDE),
+                                                      reencode_without_draft(content, upload_images.THUMBNAIL_MAX_SIDE)),
         }, repeats)
         entry = {name: round(s["median_s"] * 1000, 1) for name, s in stats.items()}
         entry["jpeg_bytes"] = len(content)

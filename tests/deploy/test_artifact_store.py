@@ -84,7 +84,7 @@ def test_the_fetched_artifact_loads_as_a_predictor(s3_storage):
 def test_a_retrained_version_is_published_to_the_bucket_for_every_worker(bucket, tmp_path):
     import shutil
 
-    from classifier import inference, services
+    from classifier import artifacts, services
     from retraining.services import artifact_location_for_workers
 
     trained = tmp_path / "out" / "inat_mobilenet_v2-2-run5"
@@ -102,6 +102,6 @@ def test_a_retrained_version_is_published_to_the_bucket_for_every_worker(bucket,
         shutil.rmtree(trained)  # another dyno: only the bucket has it
         version = services.model_version_register_trained(artifact_dir=reference, number=2)
         assert version.artifact_path == reference and not version.is_active
-        assert inference.artifact_dir(version) == tmp_path / "cache" / "inat_mobilenet_v2-2-run5"
+        assert artifacts.artifact_dir(version) == tmp_path / "cache" / "inat_mobilenet_v2-2-run5"
     # On one machine (local media) the folder itself is the location.
     assert artifact_location_for_workers(tmp_path / "local") == str(tmp_path / "local")

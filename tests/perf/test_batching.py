@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from classifier import inference, services
+from classifier import images, inference, services
 from classifier.models import ModelVersion, Photo, Prediction
 from classifier.tasks import classify_photo
 from tests.classifier.images import image_bytes
@@ -252,9 +252,9 @@ def test_upload_reencoding_decodes_large_jpegs_in_draft_mode(monkeypatch):
     content = image_bytes("JPEG", size=(4000, 3000))
     from PIL import Image
 
-    for max_side, decoded in ((services.DISPLAY_MAX_SIDE, (2000, 1500)), (services.THUMBNAIL_MAX_SIDE, (500, 375))):
+    for max_side, decoded in ((images.DISPLAY_MAX_SIDE, (2000, 1500)), (images.THUMBNAIL_MAX_SIDE, (500, 375))):
         drafts.clear()
-        out = Image.open(io.BytesIO(services._reencode(content, max_side)))
+        out = Image.open(io.BytesIO(images.reencode(content, max_side)))
         assert max(out.size) == max_side and out.size[0] / out.size[1] == pytest.approx(4 / 3, rel=0.01)
         # After draft() the image reports the reduced size it will decode at.
         assert [size for size, _ in drafts] == [decoded], drafts

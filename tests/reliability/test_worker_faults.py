@@ -19,7 +19,7 @@ import pytest
 from django.db import connection
 from django.db.models import Count
 
-from classifier import inference
+from classifier import artifacts
 from classifier.models import ModelVersion, Photo, Prediction
 from tests.classifier.factories import ModelVersionFactory
 from tests.reliability.conftest import (
@@ -145,8 +145,9 @@ def test_missing_or_corrupt_model_fails_readably_while_the_other_model_answers(r
     healthy = ModelVersion.objects.get(is_default=True)
     ModelVersion.objects.exclude(pk=healthy.pk).update(is_active=False)
     corrupt_dir = tmp_path / "corrupt_artifact"
-    shutil.copytree(inference.artifact_dir(healthy), corrupt_dir)
+    shutil.copytree(artifacts.artifact_dir(healthy), corrupt_dir)
     (corrupt_dir / "model.keras").write_bytes(b"PK\x03\x04 this is not a Keras file" * 100)
+    (corrupt_dir / "model.tflite").write_bytes(b"TFL3 this is not a LiteRT model" * 100)  # what the worker serves
     ModelVersionFactory(name="missing_model", artifact_path=str(tmp_path / "no-such-artifact"), classes=healthy.classes)
     ModelVersionFactory(name="corrupt_model", artifact_path=str(corrupt_dir), classes=healthy.classes)
 

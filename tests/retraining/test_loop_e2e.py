@@ -102,7 +102,7 @@ def recall_on(artifact_dir, folder) -> float:
 
 def test_corrections_retrain_promote_then_a_corrupted_retrain_is_refused(small_world, staff_client, eager_celery,
                                                                         django_capture_on_commit_callbacks):
-    from classifier import inference
+    from classifier import artifacts
 
     base = small_world["base"]
     uploader = UserFactory()
@@ -142,8 +142,8 @@ def test_corrections_retrain_promote_then_a_corrupted_retrain_is_refused(small_w
 
     # 4. The new version classifies held-out photos of that species better than the old one.
     rare_test = small_world["test_dir"] / RARE
-    old_recall = recall_on(inference.artifact_dir(base), rare_test)
-    new_recall = recall_on(inference.artifact_dir(good), rare_test)
+    old_recall = recall_on(artifacts.artifact_dir(base), rare_test)
+    new_recall = recall_on(artifacts.artifact_dir(good), rare_test)
     assert new_recall > old_recall, (old_recall, new_recall)
     new_report, old_report = run.candidate_report, run.baseline_report
     assert new_report["benchmark"]["per_class"][RARE]["recall"] == pytest.approx(new_recall)

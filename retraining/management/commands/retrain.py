@@ -3,11 +3,12 @@ staff labels, compare it with the default on the same held-out photos, promote i
 
 import json
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from retraining import conf, services
+from retraining import services
 from retraining.models import RetrainRun
 
 
@@ -19,7 +20,7 @@ class Command(BaseCommand):
                             help="also train on labels flagged for a second look (left out by default)")
         parser.add_argument("--no-promote", action="store_true", help="evaluate only; never promote")
         parser.add_argument("--holdout-fraction", type=float, default=None,
-                            help=f"share of each species' labelled photos held out (default {conf.holdout_fraction()})")
+                            help=f"share of each species' labelled photos held out (default {settings.RETRAIN_HOLDOUT_FRACTION})")
         parser.add_argument("--max-epochs", type=int, help="override the default model's head epochs")
         parser.add_argument("--user", help="username recorded as the requester")
         parser.add_argument("--reclassify", action="store_true",

@@ -98,6 +98,6 @@ def test_photo_classify_with_the_shipped_model_on_a_real_photo(user, shipped_mod
     assert Prediction.objects.filter(photo=photo).count() == n_active
     services.photo_classify(photo_id=photo.pk)
     assert Prediction.objects.filter(photo=photo).count() == n_active
-    from classifier import inference
+    from classifier import artifacts, inference
 
-    assert (shipped_model.pk, str(inference.artifact_dir(shipped_model))) in inference.loaded_keys()
+    assert (shipped_model.pk, str(artifacts.artifact_dir(shipped_model))) in inference.loaded_keys()

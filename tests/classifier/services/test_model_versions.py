@@ -86,7 +86,7 @@ def test_one_default_at_a_time(shipped_model, second_model):
 
 def test_register_a_model_published_to_storage(settings, tmp_path):
     from butterflysite import artifact_store
-    from classifier import inference
+    from classifier import artifacts
 
     settings.ML_ARTIFACTS_CACHE_DIR = tmp_path / "cache"
     source = _artifact(tmp_path / "trained", "late_model", classes=("x", "y", "z"))
@@ -95,5 +95,5 @@ def test_register_a_model_published_to_storage(settings, tmp_path):
 
     version = services.model_version_register(artifact_dir=reference)
     assert version.artifact_path == reference and version.classes == ["x", "y", "z"]
-    assert inference.artifact_dir(version) == tmp_path / "cache" / "late_model"
+    assert artifacts.artifact_dir(version) == tmp_path / "cache" / "late_model"
     assert (tmp_path / "cache" / "late_model" / "model.keras").is_file()

@@ -6,7 +6,7 @@ import io
 import pytest
 from PIL import Image
 
-from classifier import services
+from classifier import images, services
 from classifier.models import Photo
 from tests.classifier.conftest import media_files
 from tests.classifier.images import image_bytes, upload
@@ -84,7 +84,7 @@ def test_every_kind_of_honest_image_ends_where_its_data_ends(user, fmt, kwargs):
 def test_real_photos_have_no_trailing_data(butterflies_dir):
     paths = sorted((butterflies_dir / "test").glob("*/*.jpg"))
     assert len(paths) > 900
-    flagged = [p.name for p in paths if services._has_trailing_data(p.read_bytes(), "JPEG")]
+    flagged = [p.name for p in paths if images.has_trailing_data(p.read_bytes(), "JPEG")]
     assert flagged == []
 
 

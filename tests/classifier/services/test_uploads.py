@@ -4,7 +4,7 @@ import pytest
 from django.core.files.storage import default_storage
 from PIL import Image
 
-from classifier import services
+from classifier import images, services
 from classifier.models import Photo
 from tests.classifier.conftest import media_files
 from tests.classifier.images import image_bytes, upload
@@ -31,7 +31,7 @@ def test_photo_create_stores_original_display_and_thumbnail_under_unguessable_na
     with default_storage.open(photo.original.name) as f:
         assert f.read() == content
     with default_storage.open(photo.thumbnail.name) as f, Image.open(f) as thumb:
-        assert thumb.format == "JPEG" and max(thumb.size) == services.THUMBNAIL_MAX_SIDE
+        assert thumb.format == "JPEG" and max(thumb.size) == images.THUMBNAIL_MAX_SIDE
     assert len(media_files(media_root)) == 3
 
 

@@ -1,0 +1,88 @@
+"""Writes. Every change to photos, predictions, model versions and labels happens here, one
+module per concern; callers use the names re-exported below (`from classifier import services`)."""
+
+from classifier.services.classification import (
+    ClassifyReport,
+    ModelsFailed,
+    NoActiveModel,
+    photo_classify,
+    photo_mark_failed,
+    photos_classify,
+    photos_classify_batch,
+    prediction_store,
+    predictions_store_many,
+)
+from classifier.services.dispatch import (
+    PhotoClaimed,
+    photo_enqueue,
+    photo_recheck_later,
+    photo_retry,
+    photos_claim,
+    photos_release,
+    photos_sweep_pending,
+)
+from classifier.services.labels import (
+    LABEL_FLAG_MAX_LABEL_PROBABILITY,
+    LABEL_FLAG_PROBABILITY,
+    label_confirm,
+    label_correct,
+    labels_correct_bulk,
+    labels_flag_contradicted,
+)
+from classifier.services.model_versions import (
+    model_version_make_default,
+    model_version_next_number,
+    model_version_promote,
+    model_version_register,
+    model_version_register_trained,
+    model_version_roll_back,
+    model_version_set_active,
+    model_versions_register_shipped,
+)
+from classifier.services.uploads import (
+    UploadError,
+    UploadTooLarge,
+    photo_check_upload,
+    photo_create,
+    photo_delete,
+    photos_create,
+)
+
+__all__ = [
+    "ClassifyReport",
+    "LABEL_FLAG_MAX_LABEL_PROBABILITY",
+    "LABEL_FLAG_PROBABILITY",
+    "ModelsFailed",
+    "NoActiveModel",
+    "PhotoClaimed",
+    "UploadError",
+    "UploadTooLarge",
+    "label_confirm",
+    "label_correct",
+    "labels_correct_bulk",
+    "labels_flag_contradicted",
+    "model_version_make_default",
+    "model_version_next_number",
+    "model_version_promote",
+    "model_version_register",
+    "model_version_register_trained",
+    "model_version_roll_back",
+    "model_version_set_active",
+    "model_versions_register_shipped",
+    "photo_check_upload",
+    "photo_classify",
+    "photo_create",
+    "photo_delete",
+    "photo_enqueue",
+    "photo_mark_failed",
+    "photo_recheck_later",
+    "photo_retry",
+    "photos_claim",
+    "photos_classify",
+    "photos_classify_batch",
+    "photos_create",
+    "photos_release",
+    "photos_sweep_pending",
+    "prediction_store",
+    "predictions_store_many",
+]
