@@ -1,7 +1,9 @@
-"""Model artifacts: one directory per trained model, holding model.keras and metadata.json.
+"""Model artifacts: one directory per trained model, holding model.keras, metadata.json and
+model.tflite (the checked LiteRT export of model.keras that serving uses, see ml/export.py).
 
 Loading an artifact needs nothing but its directory (and this package, which registers the
-custom layers the model may use).
+custom layers the model may use). Reading metadata imports no Keras/TensorFlow: a serving
+process that runs model.tflite never loads them.
 """
 
 from __future__ import annotations
@@ -10,13 +12,13 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
-import keras
-
-from ml import backbones as _backbones  # noqa: F401  registers custom layers for loading
-from ml import layers as _layers  # noqa: F401
+if TYPE_CHECKING:
+    import keras
 
 MODEL_FILE = "model.keras"
+TFLITE_FILE = "model.tflite"
 METADATA_FILE = "metadata.json"
 FORMAT_VERSION = 1
 
@@ -39,6 +41,8 @@ class ArtifactMetadata:
     # Best probability under which a photo is reported as probably none of `classes`.
     unknown_threshold: float = 0.0
     training: dict = field(default_factory=dict)
+    # How model.tflite was made and checked against model.keras (ml/export.py).
+    export: dict = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     format_version: int = FORMAT_VERSION
 
@@ -48,10 +52,27 @@ class ArtifactMetadata:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def save(directory: str | Path, model: keras.Model, metadata: ArtifactMetadata) -> Path:
+def save(directory: str | Path, model: "keras.Model", metadata: ArtifactMetadata,
+         check_photos: Sequence[str | Path] | None = None) -> Path:
+    """Write model.keras, its checked model.tflite and metadata.json (with the check's figures).
+
+    `check_photos` are the photos the export must classify like the Keras model (the validation
+    photos); without them a fixed synthetic set is used. An export that fails its check raises
+    `ml.export.ExportError` and leaves no file of this artifact behind.
+    """
+    from ml import export
+
     directory = Path(directory)
+    created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     model.save(directory / MODEL_FILE)
+    try:
+        metadata.export = export.export_model(model, metadata, directory / TFLITE_FILE, check_photos)
+    except BaseException:
+        (directory / MODEL_FILE).unlink(missing_ok=True)
+        if created and not any(directory.iterdir()):
+            directory.rmdir()
+        raise
     write_metadata(directory, metadata)
     return directory
 
@@ -73,7 +94,13 @@ def read_metadata(directory: str | Path) -> ArtifactMetadata:
         raise ArtifactError(f"unreadable {path}: {error}") from None
 
 
-def load(directory: str | Path) -> tuple[keras.Model, ArtifactMetadata]:
+def load(directory: str | Path) -> tuple["keras.Model", ArtifactMetadata]:
+    """The Keras model and metadata (imports TensorFlow: training, evaluation, the Keras fallback)."""
+    import keras
+
+    from ml import backbones as _backbones  # noqa: F401  registers custom layers for loading
+    from ml import layers as _layers  # noqa: F401
+
     directory = Path(directory)
     metadata = read_metadata(directory)
     model_path = directory / MODEL_FILE

@@ -53,9 +53,28 @@ def main(argv=None) -> int:
                                  help="model artifacts, the default first (default: artifacts/manifest.json's set)")
     identify_parser.add_argument("--identifier", metavar="DIR", help="identifier artifact (default: artifacts/identifier)")
 
+    export = verbs.add_parser("export", help="write an artifact's checked LiteRT export (model.tflite)")
+    export.add_argument("artifact_dir")
+    export.add_argument("data_dir", nargs="?", help="check on the validation photos of this ImageFolder "
+                                                    "(the artifact's own split); synthetic images without it")
+    export.add_argument("--int8", action="store_true", help="also measure a full-integer int8 export (not served)")
+    export.add_argument("--int8-out", help="write the int8 .tflite here (never into the artifact)")
+
     args = parser.parse_args(argv)
     return {"train": _train, "evaluate": _evaluate, "predict": _predict, "openset": _openset,
-            "identify": _identify}[args.verb](args)
+            "export": _export, "identify": _identify}[args.verb](args)
+
+
+def _export(args) -> int:
+    from ml.export import ExportError, export_artifact
+
+    try:
+        figures = export_artifact(args.artifact_dir, args.data_dir, int8=args.int8, int8_out=args.int8_out)
+    except ExportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps({"artifact": args.artifact_dir, "export": figures}))
+    return 0
 
 
 def _train(args) -> int:

@@ -1,12 +1,16 @@
 """The one interface the web application uses: load an artifact once, classify photos.
 
-    predictor = Predictor.load("artifacts/inat_mobilenet_v2")   # once per process
+    predictor = Predictor.load("artifacts/inat_mobilenet_v2")   # once per process (LiteRT if the
+                                                               # artifact has model.tflite)
     results = predictor.predict([image_file_or_path, ...])     # a batch
     results[0].top  # [Label("monarch", 0.97), ...]
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +19,11 @@ from typing import Sequence
 import numpy as np
 
 from ml import artifact, images
+
+logger = logging.getLogger(__name__)
+
+KERAS = "keras"
+LITERT = "litert"
 
 
 @dataclass(frozen=True)
@@ -33,46 +42,111 @@ class Prediction:
     latency_ms: float
 
 
-class Predictor:
-    def __init__(self, model, metadata: artifact.ArtifactMetadata, directory: Path):
-        import tensorflow as tf
+class LiteRTModel:
+    """A .tflite model run by ai-edge-litert's interpreter (XNNPACK), without TensorFlow.
 
-        self.model = model
+    Callable like the Keras forward pass: a (batch, size, size, 3) float32 batch in, probabilities
+    out. The input is resized to each new batch size (tensors are re-allocated only then).
+    """
+
+    def __init__(self, model: bytes | str | Path, num_threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        # As many threads as the process may use, as TensorFlow does by default.
+        threads = num_threads or len(os.sched_getaffinity(0))
+        if isinstance(model, (bytes, bytearray)):
+            self.interpreter = Interpreter(model_content=bytes(model), num_threads=threads)
+        else:
+            self.interpreter = Interpreter(model_path=str(model), num_threads=threads)
+        self._input = self.interpreter.get_input_details()[0]["index"]
+        output = self.interpreter.get_output_details()[0]
+        self._output = output["index"]
+        self.n_outputs = int(output["shape"][-1])
+        self._shape: tuple[int, ...] | None = None
+        self._lock = threading.Lock()  # one interpreter runs one batch at a time
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        pixels = np.ascontiguousarray(pixels, np.float32)
+        with self._lock:
+            if pixels.shape != self._shape:
+                self.interpreter.resize_tensor_input(self._input, list(pixels.shape))
+                self.interpreter.allocate_tensors()
+                self._shape = pixels.shape
+            self.interpreter.set_tensor(self._input, pixels)
+            self.interpreter.invoke()
+            return self.interpreter.get_tensor(self._output).copy()
+
+
+class Predictor:
+    """Serves an artifact's model.tflite with LiteRT (no TensorFlow in the process); an artifact
+    made before exports existed is served by its Keras model, with a warning."""
+
+    def __init__(self, model, metadata: artifact.ArtifactMetadata, directory: Path, runtime: str = "keras"):
         self.metadata = metadata
         self.directory = directory
-        # A traced graph: calling the Keras model eagerly dispatches every layer from Python,
-        # which measured ~16x slower for one photo (695 ms against 43 ms, default model, 2 CPUs).
-        # One trace serves every batch size.
-        size = metadata.input_size
-        self._forward = tf.function(
-            lambda pixels: self.model(pixels, training=False),
-            input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32)],
-        )
+        self.runtime = runtime
+        if runtime == LITERT:
+            self.model = None
+            self._forward = model if isinstance(model, LiteRTModel) else LiteRTModel(model)
+        else:
+            from ml.export import keras_forward
+
+            # A traced graph: calling the Keras model eagerly dispatches every layer from Python,
+            # which measured ~16x slower for one photo (695 ms against 43 ms, default model, 2 CPUs).
+            # One trace serves every batch size.
+            self.model = model
+            self._forward = keras_forward(model, metadata.input_size)
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Predictor":
+    def load(cls, directory: str | Path, runtime: str | None = None) -> "Predictor":
+        """`runtime`: None serves model.tflite when the artifact has one, else model.keras;
+        "keras" or "litert" insists on one (benchmarks, export checks)."""
         directory = Path(directory)
-        model, metadata = artifact.load(directory)
-        predictor = cls(model, metadata, directory)
+        tflite = directory / artifact.TFLITE_FILE
+        if runtime is None:
+            runtime = LITERT if tflite.is_file() else KERAS
+            if runtime == KERAS:
+                logger.warning("%s has no %s (made before LiteRT exports): serving its Keras model, which "
+                               "imports TensorFlow; export it with `python -m ml export %s`",
+                               directory, artifact.TFLITE_FILE, directory)
+        if runtime == LITERT:
+            metadata = artifact.read_metadata(directory)
+            if not tflite.is_file():
+                raise artifact.ArtifactError(f"no {artifact.TFLITE_FILE} in {directory}")
+            try:
+                model = LiteRTModel(tflite)
+            except (ValueError, RuntimeError) as error:
+                raise artifact.ArtifactError(f"cannot load {tflite}: {error}") from error
+            if model.n_outputs != len(metadata.classes):
+                raise artifact.ArtifactError(f"{tflite} has {model.n_outputs} outputs but metadata lists "
+                                             f"{len(metadata.classes)} classes")
+        elif runtime == KERAS:
+            model, metadata = artifact.load(directory)
+        else:
+            raise ValueError(f"unknown runtime {runtime!r}: {KERAS!r} or {LITERT!r}")
+        predictor = cls(model, metadata, directory, runtime)
         predictor.warm_up()
         return predictor
+
+    def _input_shape(self) -> tuple[int, int, int]:
+        size = self.metadata.input_size
+        return size, size, 3
 
     @property
     def classes(self) -> list[str]:
         return self.metadata.classes
 
     def warm_up(self) -> None:
-        """Trace the graph at load time, not on the first request."""
-        size = self.metadata.input_size
-        self.predict_arrays(np.zeros((1, size, size, 3), np.float32))
+        """Trace the graph (Keras) or allocate the tensors (LiteRT) at load time, not on the first request."""
+        self.predict_arrays(np.zeros((1, *self._input_shape()), np.float32))
 
     def predict_arrays(self, pixels: np.ndarray) -> np.ndarray:
         """Probabilities for a batch of RGB pixel arrays (0..255) at the model's input size."""
         if len(pixels) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
-        # A direct (traced) call skips model.predict's per-call dataset machinery,
-        # which costs more than the network itself for small batches.
-        return np.asarray(self._forward(np.asarray(pixels, np.float32)))
+        # A direct call (traced graph or interpreter) skips model.predict's per-call dataset
+        # machinery, which costs more than the network itself for small batches.
+        return self._forward(np.asarray(pixels, np.float32))
 
     def predict(self, sources: Sequence[images.ImageSource], top_k: int = 5) -> list[Prediction]:
         started = time.perf_counter()

@@ -26,7 +26,7 @@ def trained(tmp_path_factory, synthetic_dir, small_weights):
 
 def test_artifact_directory_is_self_describing(trained, synthetic_dir):
     out, result, _ = trained
-    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.keras"]
+    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.keras", "model.tflite"]
     metadata = json.loads((out / "metadata.json").read_text())
     assert metadata["classes"] == ["blue morpho", "cabbage white", "monarch"]
     assert metadata["backbone"] == "mobilenet_0.50_160"

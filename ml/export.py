@@ -1,0 +1,231 @@
+"""LiteRT exports: model.keras -> model.tflite (float32), checked against the Keras model.
+
+    python -m ml export artifacts/inat_imagenet_mobilenet_v2 ../shared/data/butterflies50 [--int8]
+
+The Keras model stays the source of truth (training writes it); serving runs its float32 export
+with ai-edge-litert (ml/predict.py), which needs no TensorFlow. An export is written only after
+it has classified the check photos (the validation photos of the artifact's own split) with the
+same top-1 as the Keras model and probabilities within MAX_PROBABILITY_DIFF; otherwise
+`ExportError` is raised and nothing is written.
+
+Full-integer int8 exports (calibrated on train photos) are measured here, not served: the
+artifact's open-set threshold is calibrated on float32 outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ml import artifact, images
+
+MAX_PROBABILITY_DIFF = 1e-4
+CHECK_BATCH = 32
+SYNTHETIC_CHECK_PHOTOS = 16
+INT8_REPRESENTATIVE_PHOTOS = 100
+# The shipped models' validation split (ml.train defaults): 801 of butterflies50/train.
+VAL_FRACTION = 0.15
+SEED = 0
+
+
+class ExportError(artifact.ArtifactError):
+    """An export does not classify like its Keras model, or cannot be made."""
+
+
+def convert(model, input_size: int, representative: Iterable[np.ndarray] | None = None) -> bytes:
+    """The .tflite bytes of a Keras model taking (batch, size, size, 3) pixels.
+
+    Keras 3's own route (keras.export.ExportArchive -> SavedModel -> TFLiteConverter), limited to
+    LiteRT builtin ops so the ai-edge-litert wheel runs it without TensorFlow's Flex ops. With
+    `representative` (batches of pixels), full-integer int8 weights and activations; input and
+    output stay float32, so both exports are called the same way.
+    """
+    import functools
+
+    import keras
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="export-") as saved_model:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
+                             input_signature=[tf.TensorSpec((None, input_size, input_size, 3), tf.float32, name="pixels")])
+        archive.write_out(saved_model, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if representative is not None:
+            batches = list(representative)
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([batch[i:i + 1]] for batch in batches for i in range(len(batch)))
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        try:
+            return converter.convert()
+        except Exception as error:  # the converter raises many kinds of errors
+            raise ExportError(f"cannot convert the model to LiteRT: {error}") from error
+
+
+def keras_forward(model, input_size: int):
+    """The Keras model as one traced graph for every batch size (as the Keras Predictor runs it)."""
+    import tensorflow as tf
+
+    forward = tf.function(lambda pixels: model(pixels, training=False),
+                          input_signature=[tf.TensorSpec((None, input_size, input_size, 3), tf.float32)])
+    return lambda pixels: np.asarray(forward(np.asarray(pixels, np.float32)))
+
+
+def photo_batches(paths: Sequence[str | Path], size: int, batch_size: int = CHECK_BATCH):
+    for start in range(0, len(paths), batch_size):
+        yield images.to_batch(list(paths[start:start + batch_size]), size)
+
+
+def synthetic_batches(size: int, n: int = SYNTHETIC_CHECK_PHOTOS, seed: int = SEED):
+    """Photo-like pixels when no check photos are given: smooth random colour fields with edges
+    (an upsampled 8x8 grid of colours plus noise), the same every time."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = []
+    for _ in range(n):
+        grid = rng.uniform(0, 255, (8, 8, 3)).astype(np.uint8)
+        field = np.asarray(Image.fromarray(grid).resize((size, size), Image.Resampling.BILINEAR), np.float32)
+        pixels.append(np.clip(field + rng.normal(0, 12, field.shape), 0, 255).astype(np.float32))
+    yield np.stack(pixels)
+
+
+def validation_photos(data_dir: str | Path, classes: list[str], val_fraction: float = VAL_FRACTION,
+                      seed: int = SEED):
+    """(val paths, val labels, train paths) of the split ml.train makes of `data_dir`."""
+    from ml import data
+
+    folder = data.load_image_folder(data.training_root(data_dir), classes)
+    train_idx, val_idx = data.stratified_split(folder.labels, val_fraction, seed)
+    return [folder.paths[i] for i in val_idx], folder.labels[val_idx], [folder.paths[i] for i in train_idx]
+
+
+def compare(reference: np.ndarray, exported: np.ndarray, labels: np.ndarray | None = None) -> dict:
+    """Figures of an export's probabilities against the reference's on the same photos."""
+    same_top1 = reference.argmax(1) == exported.argmax(1)
+    figures = {
+        "photos": int(len(reference)),
+        "top1_agreement": round(float(same_top1.mean()), 6),
+        "top1_disagreements": int((~same_top1).sum()),
+        "max_probability_diff": float(np.abs(reference - exported).max()),
+    }
+    if labels is not None and len(labels):
+        figures["reference_top1"] = round(float((reference.argmax(1) == labels).mean()), 6)
+        figures["export_top1"] = round(float((exported.argmax(1) == labels).mean()), 6)
+    return figures
+
+
+def export_model(model, metadata: artifact.ArtifactMetadata, target: str | Path,
+                 check_photos: Sequence[str | Path] | None = None, labels: np.ndarray | None = None) -> dict:
+    """Convert `model` to float32 LiteRT, check it, and only then write it to `target`.
+
+    Returns the figures for metadata.json's "export". Raises ExportError (writing nothing) when the
+    export's top-1 differs from the Keras model's on any check photo, or a probability differs by
+    MAX_PROBABILITY_DIFF or more.
+    """
+    from ml.predict import LiteRTModel
+
+    target = Path(target)
+    size = metadata.input_size
+    started = time.perf_counter()
+    content = convert(model, size)
+    convert_s = time.perf_counter() - started
+    runtime = LiteRTModel(content)
+    forward = keras_forward(model, size)
+    batches = photo_batches(check_photos, size) if check_photos else synthetic_batches(size)
+    reference, exported = [], []
+    for pixels in batches:
+        reference.append(forward(pixels))
+        exported.append(runtime(pixels))
+    figures = compare(np.concatenate(reference), np.concatenate(exported), labels)
+    figures.update({
+        "format": "litert",
+        "dtype": "float32",
+        "file": target.name,
+        "mb": round(len(content) / 1e6, 2),
+        "check_set": "validation photos" if check_photos else f"{SYNTHETIC_CHECK_PHOTOS} synthetic images (no check photos given)",
+        "max_probability_diff_allowed": MAX_PROBABILITY_DIFF,
+        "convert_s": round(convert_s, 1),
+    })
+    if figures["top1_disagreements"] or not figures["max_probability_diff"] < MAX_PROBABILITY_DIFF:
+        raise ExportError(
+            f"refused the LiteRT export of {metadata.name}: on {figures['photos']} check photos its top-1 differs "
+            f"from the Keras model's on {figures['top1_disagreements']} and probabilities differ by up to "
+            f"{figures['max_probability_diff']:.3g} (allowed: same top-1, under {MAX_PROBABILITY_DIFF:g}); "
+            f"{target} was not written")
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(content)
+    temporary.replace(target)  # atomic: a reader never sees half a model
+    return figures
+
+
+def export_artifact(directory: str | Path, data_dir: str | Path | None = None, int8: bool = False,
+                    int8_out: str | Path | None = None) -> dict:
+    """Export an artifact's model.keras to its model.tflite, checked on the validation photos of
+    `data_dir` (synthetic images without it), and record the figures in its metadata.json.
+
+    With `int8`, also measure a full-integer export calibrated on INT8_REPRESENTATIVE_PHOTOS train
+    photos against the float32 export on the same validation photos (written to `int8_out` if
+    given, never into the artifact)."""
+    directory = Path(directory)
+    model, metadata = artifact.load(directory)
+    check, labels, train_paths = (validation_photos(data_dir, metadata.classes) if data_dir else (None, None, []))
+    figures = export_model(model, metadata, directory / artifact.TFLITE_FILE, check, labels)
+    if data_dir:
+        figures["check_split"] = {"data": Path(data_dir).name, "val_fraction": VAL_FRACTION, "seed": SEED}
+    if int8:
+        if not data_dir:
+            raise ExportError("an int8 export needs DATA_DIR: it is calibrated on train photos")
+        figures["int8"] = measure_int8(model, metadata, directory / artifact.TFLITE_FILE, check, labels,
+                                       train_paths, int8_out)
+    metadata.export = figures
+    artifact.write_metadata(directory, metadata)
+    return figures
+
+
+def representative_photos(train_paths: Sequence[Path], n: int = INT8_REPRESENTATIVE_PHOTOS, seed: int = SEED):
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(train_paths), size=min(n, len(train_paths)), replace=False)
+    return [train_paths[i] for i in sorted(picked)]
+
+
+def measure_int8(model, metadata: artifact.ArtifactMetadata, float32_tflite: Path, check_photos, labels,
+                 train_paths, out: str | Path | None = None) -> dict:
+    """A full-integer int8 export against the float32 one on the check photos: top-1, agreement,
+    largest probability difference, and the share of photos each keeps above the artifact's
+    open-set threshold (calibrated on float32)."""
+    from ml.predict import LiteRTModel
+
+    size = metadata.input_size
+    representative = representative_photos(train_paths)
+    started = time.perf_counter()
+    content = convert(model, size, representative=photo_batches(representative, size))
+    convert_s = time.perf_counter() - started
+    quantized, reference = LiteRTModel(content), LiteRTModel(Path(float32_tflite).read_bytes())
+    q, f = [], []
+    for pixels in photo_batches(check_photos, size):
+        q.append(quantized(pixels))
+        f.append(reference(pixels))
+    q, f = np.concatenate(q), np.concatenate(f)
+    figures = compare(f, q, labels)
+    figures["float32_top1"] = figures.pop("reference_top1")
+    figures["int8_top1"] = figures.pop("export_top1")
+    figures.update({
+        "representative_photos": len(representative),
+        "kept_above_threshold_float32": round(float((f.max(1) >= metadata.unknown_threshold).mean()), 6),
+        "kept_above_threshold_int8": round(float((q.max(1) >= metadata.unknown_threshold).mean()), 6),
+        "mb": round(len(content) / 1e6, 2),
+        "convert_s": round(convert_s, 1),
+        "served": False,
+    })
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_bytes(content)
+    return figures
