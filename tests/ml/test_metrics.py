@@ -10,10 +10,13 @@ Five photos over the classes a, b, c; the fourth is of species x, which the mode
     4    0.30 0.40 0.30           b     b      b a     hit at 1 (a ties c: the lower index ranks first)
 """
 
+import json
+
 import numpy as np
 import pytest
 
 from ml import metrics
+from tests.conftest import ROOT
 
 CLASSES = ["a", "b", "c"]
 PROBABILITIES = np.array([
@@ -68,3 +71,32 @@ def test_report_keeps_the_keys_stored_reports_and_the_admin_read():
     assert report["top1"] == pytest.approx(3 / 5) and report["top5"] == pytest.approx(4 / 5)
     assert report["per_class"] == metrics.per_class(NAMES, ["a", "a", "c", "b", "b"])
     assert metrics.report(np.zeros((0, 3)), [], CLASSES) == {"n": 0, "top1": None, "top5": None, "per_class": {}}
+
+
+@pytest.mark.slow
+def test_retraining_reports_of_the_shipped_default_on_real_photos(butterflies_dir, tmp_path):
+    """ml.retrain.evaluate_sets with a held-out photo of a species the model does not know (an
+    atala, from ../shared/data/other_lepidoptera): it is a miss and keeps its own per-class row."""
+    from ml.predict import Predictor
+    from ml.retrain import evaluate_sets
+
+    manifest = json.loads((ROOT / "artifacts" / "manifest.json").read_text())
+    predictor = Predictor.load(ROOT / "artifacts" / manifest["default"])
+    assert "atala" not in predictor.classes
+    benchmark = [(path, species) for species in ("monarch", "viceroy")
+                 for path in sorted((butterflies_dir / "test" / species).iterdir())[:3]]
+    atala = sorted((butterflies_dir.parent / "other_lepidoptera" / "atala").iterdir())[0]
+    held_out = [(sorted((butterflies_dir / "train" / "monarch").iterdir())[0], "monarch"), (atala, "atala")]
+
+    reports = evaluate_sets(predictor, (benchmark, held_out), tmp_path / "evaluation")
+
+    assert reports["benchmark"]["n"] == 6 and reports["holdout"]["n"] == 2 and reports["combined"]["n"] == 8
+    assert reports["benchmark"]["top1"] >= 5 / 6
+    assert reports["holdout"]["top1"] <= 1 / 2 and reports["holdout"]["top5"] <= 1 / 2  # the atala never hits
+    assert reports["holdout"]["per_class"]["atala"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    hits = reports["benchmark"]["top1"] * 6 + reports["holdout"]["top1"] * 2
+    assert reports["combined"]["top1"] == pytest.approx(hits / 8)
+    assert set(reports["benchmark"]["per_class"]) == {"monarch", "viceroy"}
+    assert [p["label"] for p in reports["holdout"]["predictions"]] == ["monarch", "atala"]
+    assert json.loads((tmp_path / "evaluation" / "report.json").read_text())["holdout"]["n"] == 2
+    assert (tmp_path / "evaluation" / "confusion_matrix.png").stat().st_size > 1000
