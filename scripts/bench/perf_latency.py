@@ -222,27 +222,25 @@ def child(config: str, args) -> dict:
     finally:
         worker.stop()
 
+    def with_worker(label: str, key: str, what: str, measure, **worker_env) -> None:
+        """figures[key] = measure() with a fresh worker of `worker_env`, once its models are loaded."""
+        worker = start_worker(label, **worker_env)
+        try:
+            h.wait_until(lambda: worker.models_loaded(active), 300, what=f"the {label} worker's models")
+            figures[key] = measure()
+            print(f"[{config}] {what}: {json.dumps(figures[key])}", flush=True)
+        finally:
+            worker.stop()
+
     # 4: the unbatched reference.
-    worker = start_worker("unbatched", CLASSIFIER_BATCH_SIZE=1)
-    try:
-        h.wait_until(lambda: worker.models_loaded(active), 300, what="the unbatched worker's models")
-        figures["burst_batch_size_1"] = burst(args.burst)
-        print(f"[{config}] burst of {args.burst}, CLASSIFIER_BATCH_SIZE=1: {json.dumps(figures['burst_batch_size_1'])}",
-              flush=True)
-    finally:
-        worker.stop()
+    with_worker("unbatched", "burst_batch_size_1", f"burst of {args.burst}, CLASSIFIER_BATCH_SIZE=1",
+                lambda: burst(args.burst), CLASSIFIER_BATCH_SIZE=1)
 
     # 5: the filesystem broker at kombu's default polling interval.
     if figures["broker"] == "filesystem":
         os.environ["CELERY_BROKER_POLLING_INTERVAL"] = "1.0"  # this process only enqueues; harmless
-        worker = start_worker("polling1s", CELERY_BROKER_POLLING_INTERVAL="1.0")
-        try:
-            h.wait_until(lambda: worker.models_loaded(active), 300, what="the polling worker's models")
-            figures["sequential_polling_1s"] = sequential(args.sequential)
-            print(f"[{config}] one at a time, broker polled every 1 s: {json.dumps(figures['sequential_polling_1s'])}",
-                  flush=True)
-        finally:
-            worker.stop()
+        with_worker("polling1s", "sequential_polling_1s", "one at a time, broker polled every 1 s",
+                    lambda: sequential(args.sequential), CELERY_BROKER_POLLING_INTERVAL="1.0")
 
     if config == "pg_redis":
         from django.db import connections
