@@ -145,7 +145,6 @@ def run(args, photos: list[Path], work: Path, stack: Stack) -> None:
         "PYTHONUNBUFFERED": "1",
         "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
     }
-    env.pop("DJANGO_TEST_DATABASE_NAME", None)
     print(f"==> database {args.database}, redis-server :{redis_port}, logs in {work}", flush=True)
     manage(env, "migrate", "--noinput", "-v0")
     tokens = json.loads(manage(env, "shell", "-c", (
