@@ -24,3 +24,11 @@ def _schedule_sweep(sender, **kwargs):
         # A sweep not started within one interval is dropped: the next one does the same work.
         expires=float(settings.CLASSIFIER_SWEEP_INTERVAL_SECONDS),
     )
+    # Stored photo files no row refers to (an upload killed before its commit): deleted once
+    # older than MEDIA_ORPHAN_GRACE_SECONDS. Idempotent too (a file is deleted at most once).
+    sender.add_periodic_task(
+        float(settings.MEDIA_ORPHAN_SWEEP_INTERVAL_SECONDS),
+        sender.signature("classifier.tasks.sweep_orphan_files", queue=settings.CLASSIFIER_TASK_QUEUE),
+        name="sweep orphan files",
+        expires=float(settings.MEDIA_ORPHAN_SWEEP_INTERVAL_SECONDS),
+    )

@@ -34,6 +34,9 @@ class UploadRequestTooLarge(RequestDataTooBig):
 
 
 def readable_size(size: int) -> str:
+    """For messages: 1 GB, 201 MB, 48 KB (binary units, as the settings are written)."""
+    if size >= 1024 * MB:
+        return f"{size / (1024 * MB):.3g} GB"
     return f"{size / MB:.0f} MB" if size >= MB else f"{size // 1024} KB"
 
 

@@ -210,6 +210,14 @@ DATA_UPLOAD_MAX_NUMBER_FILES = UPLOAD_MAX_FILES
 UPLOAD_MAX_REQUEST_BYTES = env_int("UPLOAD_MAX_REQUEST_BYTES", UPLOAD_MAX_BYTES * UPLOAD_MAX_FILES + 1024 * 1024)
 FILE_UPLOAD_HANDLERS = ["butterflysite.request_limits.BoundedUploadHandler"]
 FILE_UPLOAD_TEMP_DIR = env_str("FILE_UPLOAD_TEMP_DIR") or None
+# What one user may store, counted from the sizes of their originals (Photo.size_bytes).
+USER_STORAGE_QUOTA_BYTES = env_int("USER_STORAGE_QUOTA_BYTES", 1024 * 1024 * 1024)
+# Stored photo files (originals/, display/, thumbnails/) that no photo row refers to and that are
+# older than MEDIA_ORPHAN_GRACE_SECONDS are deleted every MEDIA_ORPHAN_SWEEP_INTERVAL_SECONDS
+# (Celery beat; also `manage.py sweep_orphan_files`): left by a request killed between writing
+# its files and committing its rows. The grace period covers uploads still in progress.
+MEDIA_ORPHAN_GRACE_SECONDS = env_int("MEDIA_ORPHAN_GRACE_SECONDS", 3600)
+MEDIA_ORPHAN_SWEEP_INTERVAL_SECONDS = env_int("MEDIA_ORPHAN_SWEEP_INTERVAL_SECONDS", 3600)
 # Requests larger than this are refused before Django reads them into memory or disk.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440

@@ -43,6 +43,12 @@ def sweep_pending_photos() -> int:
     return len(services.photos_sweep_pending())
 
 
+@shared_task(ignore_result=True)
+def sweep_orphan_files() -> int:
+    """Deletes stored photo files no row refers to, past the grace period (celery beat runs this)."""
+    return len(services.media_sweep_orphans())
+
+
 @worker_process_init.connect
 def _preload_in_pool_process(**kwargs):
     # Prefork pool: each child process loads the active models once, before its first task.

@@ -24,21 +24,6 @@ pytestmark = pytest.mark.django_db
 BOUNDARY = "BoUnDaRy"
 
 
-@pytest.fixture(autouse=True)
-def media_root(settings, tmp_path):
-    root = tmp_path / "media"
-    root.mkdir()
-    settings.MEDIA_ROOT = root
-    return root
-
-
-@pytest.fixture
-def api_client():
-    from rest_framework.test import APIClient
-
-    return APIClient()
-
-
 @pytest.fixture
 def small_limits(settings):
     """Limits small enough to cross with test-sized bodies."""
