@@ -218,7 +218,9 @@ USER_STORAGE_QUOTA_BYTES = env_int("USER_STORAGE_QUOTA_BYTES", 1024 * 1024 * 102
 # its files and committing its rows. The grace period covers uploads still in progress.
 MEDIA_ORPHAN_GRACE_SECONDS = env_int("MEDIA_ORPHAN_GRACE_SECONDS", 3600)
 MEDIA_ORPHAN_SWEEP_INTERVAL_SECONDS = env_int("MEDIA_ORPHAN_SWEEP_INTERVAL_SECONDS", 3600)
-# Requests larger than this are refused before Django reads them into memory or disk.
+# Django's defaults, written out. They do not bound uploads (UPLOAD_MAX_REQUEST_BYTES does): the
+# first refuses a request whose non-file fields exceed it, the second is how much of an uploaded
+# file the handler keeps in memory before it goes to a temporary file.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 

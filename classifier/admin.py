@@ -155,8 +155,6 @@ class PhotoAdmin(admin.ModelAdmin):
     def image_view(self, request, photo_id, kind):
         photo = selectors.photo_get_for_staff(photo_id)
         if not self.has_view_permission(request, photo):
-            from django.core.exceptions import PermissionDenied
-
             raise PermissionDenied
         return photo_file_response(photo, kind)
 
@@ -262,8 +260,6 @@ class PhotoAdmin(admin.ModelAdmin):
         """Single correction: a form choosing the species from the active models' classes."""
         photo = selectors.photo_get_for_staff(photo_id)
         if not self.has_change_permission(request, photo):
-            from django.core.exceptions import PermissionDenied
-
             raise PermissionDenied
         form = LabelCorrectionForm(request.POST) if request.method == "POST" else LabelCorrectionForm()
         if form.is_bound and form.is_valid():

@@ -26,11 +26,6 @@ from django.utils import timezone
 
 from classifier.models import NOT_A_BUTTERFLY, LabelCorrection, ModelVersion, Photo, Prediction
 
-# A photo still "classifying" after this long probably lost its task (no worker running):
-# the page says so and offers Retry instead of spinning forever.
-STALE_PENDING_AFTER = timedelta(minutes=5)
-
-
 # Model versions
 
 
@@ -134,7 +129,10 @@ def photo_get_for_staff(photo_id) -> Photo:
 
 
 def photo_is_stale(photo: Photo) -> bool:
-    return photo.status == Photo.Status.PENDING and timezone.now() - photo.queued_at > STALE_PENDING_AFTER
+    # Pending longer than the sweep's age: its task was probably lost (no worker running), so the
+    # page says so and offers Retry instead of spinning forever.
+    age = timedelta(seconds=settings.CLASSIFIER_SWEEP_PENDING_SECONDS)
+    return photo.status == Photo.Status.PENDING and timezone.now() - photo.queued_at > age
 
 
 # Results, as pages and the API show them

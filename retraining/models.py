@@ -47,7 +47,8 @@ class RetrainRun(models.Model):
     # Both models measured on the same photos: {"benchmark": {...}, "holdout": {...}, "combined": {...}}.
     candidate_report = models.JSONField(default=dict, blank=True)
     baseline_report = models.JSONField(default=dict, blank=True)
-    # Where the reports' confusion-matrix images are (candidate/, baseline/).
+    # The new version's artifact folder: its reports and confusion matrices are in evaluation/ (the
+    # new version) and baseline_evaluation/ (the version it was compared with).
     report_dir = models.CharField(max_length=500, blank=True)
     summary = models.JSONField(default=dict, blank=True)
     decision = models.CharField(max_length=12, choices=Decision.choices, blank=True, default="")
