@@ -75,6 +75,7 @@ INSTALLED_APPS = [
     "accounts",
     "classifier",
     "retraining",
+    "suggestions",
 ]
 
 MIDDLEWARE = [

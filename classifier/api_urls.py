@@ -1,6 +1,7 @@
 from django.urls import path
 
 from classifier import api
+from suggestions.api import PhotoSuggestionView
 
 app_name = "classifier_api"
 
@@ -11,4 +12,5 @@ urlpatterns = [
     path("tokens/<str:token_id>/", api.TokenDetailView.as_view(), name="token_detail"),
     path("photos/", api.PhotoListCreateView.as_view(), name="photo_list"),
     path("photos/<int:photo_id>/", api.PhotoDetailView.as_view(), name="photo_detail"),
+    path("photos/<int:photo_id>/suggestion/", PhotoSuggestionView.as_view(), name="photo_suggestion"),
 ]

@@ -10,9 +10,10 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.forms import SignupForm
 from butterflysite.ratelimits import SIGNUP_RATES, UPLOAD_RATES, rate_limit
-from classifier import selectors, services
+from classifier import selectors, selectors_species, services
 from classifier.files import photo_file_response
 from classifier.forms import UploadForm
+from ml import species as species_catalogue
 
 GALLERY_PAGE_SIZE = 24
 
@@ -40,8 +41,11 @@ def signup(request):
     return render(request, "registration/signup.html", {"form": form})
 
 
-@login_required
 def gallery(request):
+    if not request.user.is_authenticated:
+        # Signed out: one screen saying what the site does, instead of a bare sign-in form.
+        return render(request, "classifier/landing.html",
+                      {"featured": selectors_species.species_featured(), "n_species": len(species_catalogue.keys())})
     species = request.GET.get("species", "").strip()
     photos = selectors.photo_list_for_user(request.user, species=species or None)
     page = Paginator(photos, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
