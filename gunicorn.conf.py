@@ -2,9 +2,9 @@
 
 Threaded workers (gthread), so a few slow clients cannot starve the site: a sync worker is held
 for the whole of one request, and two clients sending a byte every 2 s held both sync workers
-(a normal page then waited 19 s). A gthread worker waits for a connection's first bytes in its
-main loop and gives each request a thread; slow clients hold a thread each, and the other
-threads keep serving. Figures before and after: docs/reliability.md ("Slow clients").
+(a normal page then waited 19-27 s). A gthread worker gives each request a thread (and hands a
+connection that sends nothing for 5 s back to its main loop); slow clients hold a thread each,
+and the other threads keep serving. Figures before and after: docs/reliability.md ("Slow clients").
 
 Every value can be overridden from the environment (Heroku config vars).
 """

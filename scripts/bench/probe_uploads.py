@@ -225,16 +225,35 @@ def probe_big(base: str, env: dict, root: Path, temp_dir: Path, username: str, s
             f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="huge.jpg"\r\n'
             "Content-Type: image/jpeg\r\n\r\n").encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
-    chunk = b"\xff" * (1024 * 1024)
 
-    def body():
-        yield head
-        sent = 0
-        while sent < size:
-            piece = chunk[: min(len(chunk), size - sent)]
-            sent += len(piece)
-            yield piece
-        yield tail
+    class Body:
+        """The multipart body, made while it is sent; its length is known, so it goes with a
+        Content-Length (as a browser sends a file), not chunked. (No tell(): requests would then
+        send it chunked.)"""
+
+        def __init__(self):
+            self.parts, self.length = [head, None, tail], len(head) + size + len(tail)
+            self.left = size
+
+        def __len__(self):
+            return self.length
+
+        def read(self, n=-1):
+            n = 1024 * 1024 if n is None or n < 0 else n
+            while self.parts:
+                part = self.parts[0]
+                if part is None:
+                    if self.left > 0:
+                        piece = min(n, self.left)
+                        self.left -= piece
+                        return b"\xff" * piece
+                    self.parts.pop(0)
+                    continue
+                self.parts[0], piece = part[n:], part[:n]
+                if not self.parts[0]:
+                    self.parts.pop(0)
+                return piece
+            return b""
 
     peak, stop = [0], threading.Event()
 
@@ -246,10 +265,9 @@ def probe_big(base: str, env: dict, root: Path, temp_dir: Path, username: str, s
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     started = time.monotonic()
-    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "Referer": f"https://{HOST}/upload/",
-               "Content-Length": str(len(head) + size + len(tail))}
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "Referer": f"https://{HOST}/upload/"}
     try:
-        response = session.request("POST", "/upload/", data=body(), headers=headers)
+        response = session.request("POST", "/upload/", data=Body(), headers=headers)
         answer = {"status": response.status_code, "message": re.sub(r"\s+", " ", re.search(
             r'role="alert">(.*?)</', response.text, re.S).group(1)) if 'role="alert"' in response.text else None}
     except requests.RequestException as error:
