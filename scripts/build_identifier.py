@@ -38,7 +38,7 @@ N_FOLDS = 2  # other_lepidoptera species split in two: fit on 13, measure on the
 LEPIDOPTERA_MISS = 0.002
 KNOWN_MISS = 0.004
 UNCERTAIN_MISS = 0.002
-SPECIES_PRECISION = 0.99
+WRONG_NAME_COST = 2.0  # a wrong name costs twice what a right one gains
 THIRD_CANDIDATE = 0.1  # a third look-alike is shown only with at least this probability
 LOGISTIC_C = 0.05
 LEPIDOPTERA_WEIGHTS = (0.0, 5.0, 10.0, 20.0, 40.0)
@@ -124,6 +124,9 @@ def known_logistic(known_features: np.ndarray, other_features: np.ndarray) -> di
     return {"weights": model.coef_[0].astype(np.float32), "bias": float(model.intercept_[0])}
 
 
+_LOGISTICS: dict[tuple, dict] = {}
+
+
 def fit(sets: dict, classes: list[str], other_species: np.ndarray | None, answer_source: str,
         lepidoptera_weight: float, models: list[str]) -> tuple[dict, dict]:
     """Parameters (json) and arrays (npz) fitted on train + the given other species (all when
@@ -132,9 +135,12 @@ def fit(sets: dict, classes: list[str], other_species: np.ndarray | None, answer
     in_fold = np.isin(other["labels"], other_species) if other_species is not None else np.ones(len(other["labels"]), bool)
     fold_other = {k: (v[in_fold] if k != "classes" else v) for k, v in other.items()}
     known_centroids = centroids(train["feat"], train["labels"], len(classes))
-    other_centroids = centroids(fold_other["feat"], fold_other["labels"], len(other["classes"]))
-    other_centroids = other_centroids[np.unique(fold_other["labels"])]
-    logistic = known_logistic(train["feat"], fold_other["feat"])
+    present = np.unique(fold_other["labels"])
+    other_centroids = centroids(fold_other["feat"], np.searchsorted(present, fold_other["labels"]), len(present))
+    fold_key = tuple(np.unique(fold_other["labels"]).tolist())
+    if fold_key not in _LOGISTICS:  # the same fit serves every weight and answer source
+        _LOGISTICS[fold_key] = known_logistic(train["feat"], fold_other["feat"])
+    logistic = _LOGISTICS[fold_key]
     arrays = {"centroids": known_centroids,
               "lepidoptera_centroids": np.concatenate([known_centroids, other_centroids]),
               "known_weights": logistic["weights"]}
@@ -154,18 +160,16 @@ def fit(sets: dict, classes: list[str], other_species: np.ndarray | None, answer
         "lepidoptera": round(float(np.quantile(butterflies, LEPIDOPTERA_MISS)), 6),
         "known": round(float(np.quantile(known, KNOWN_MISS)), 6),
     }
-    # Name a species when the combination is sure enough that, on val, SPECIES_PRECISION of the
-    # photos named are right; below that, two or three look-alikes when they hold most of the mass.
+    # Name a species when the combination is sure enough: the threshold that, on val, maximises
+    # right names minus WRONG_NAME_COST times wrong ones; below it, two or three look-alikes when
+    # they hold most of the mass.
     tops = model_tops(val, models[:1] if answer_source == "default" else models, classes)
     combined = [identify.combine_tops(t) for t in tops]
     best = np.array([c[0][1] for c in combined])
     right = np.array([c[0][0] == classes[y] for c, y in zip(combined, val["labels"])])
-    species = 1.0
-    for candidate in np.unique(np.round(best, 3))[::-1]:
-        named = best >= candidate
-        if right[named].mean() < SPECIES_PRECISION:
-            break
-        species = float(candidate)
+    grid = np.round(np.arange(0.05, 1.0, 0.01), 2)
+    gains = [right[best >= t].sum() - WRONG_NAME_COST * (~right[best >= t]).sum() for t in grid]
+    species = float(grid[int(np.argmax(gains))])
     top3 = np.array([sum(p for _, p in c[:3]) for c in combined])
     parameters["thresholds"].update({
         "species": round(species, 6),
@@ -379,6 +383,29 @@ def write_artifact(out: Path, openset_model, parameters, arrays, report, weights
     }
     (out / identify.METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "README.md").write_text(README.format(thresholds=json.dumps(parameters["thresholds"]),
+                                                 source=parameters["answer_source"],
+                                                 weight=parameters["lepidoptera_weight"]))
+
+
+README = """# identifier: the open-set model and fitted parameters behind every identification
+
+Built by `scripts/build_identifier.py` from `../shared` (weights, butterflies50/train,
+other_lepidoptera); loaded by `ml.identify.Identifier.load` from this directory alone.
+
+| file | what it is |
+|---|---|
+| `model.keras` | pixels (224x224 RGB, 0..255) in; out: the iNaturalist-insects MobileNetV2's own top (1,022 species), the ImageNet MobileNetV2's own top (1,000 classes) and the iNat network's pooled features (1,280). Both networks frozen, as converted in ../shared/weights (Apache-2.0, google-coral/test_data) |
+| `parameters.json` | the 49 class keys, the indices of the iNat top's Lepidoptera (ml/lepidoptera), the lepidoptera-score weight ({weight}), the answer source ({source}: the models' top-5 lists it reads), the "known species" logistic's bias and the thresholds {thresholds} |
+| `parameters.npz` | `centroids` (49 x 1280, unit iNat features of the train photos per species), `lepidoptera_centroids` (those plus one per other_lepidoptera species), `known_weights` (the logistic's 1,280 weights) |
+| `metadata.json` | when and from what it was built |
+| `report.json` | every figure measured when it was built (also in docs/perf/identify.json; see docs/ml.md, "Identification") |
+
+The decision (`ml.identify.decide`): `not_butterfly` when the lepidoptera score is under its
+threshold; `unknown_species` when the "known" logistic is under its threshold; `species` when the
+averaged top-5 lists' best probability clears `species`; `uncertain` (2-3 look-alikes) when the
+top 3 hold at least `uncertain_mass`; else `unknown_species`.
+"""
 
 
 if __name__ == "__main__":
