@@ -24,6 +24,7 @@ from classifier import services
 from classifier.models import Photo
 from scripts import harness
 from tests.classifier.factories import PhotoFactory, UserFactory
+from tests.deploy.conftest import bucket, bucket_env, s3_server  # noqa: F401 (fixtures: a bucket on moto_server)
 
 PHOTO_FOLDERS = ("originals", "display", "thumbnails")
 
@@ -176,3 +177,37 @@ def test_beat_schedules_the_orphan_sweep_and_the_task_runs_it(settings, media_ro
     (media_root / "thumbnails" / "orphan.jpg").write_bytes(b"x")
     _age(media_root, "thumbnails/orphan.jpg", settings.MEDIA_ORPHAN_GRACE_SECONDS + 60)
     assert sweep_orphan_files.apply().get() == 1 and _stored(media_root) == []
+
+
+@pytest.mark.deploy
+@pytest.mark.django_db
+def test_sweep_on_the_bucket_deletes_only_objects_no_row_refers_to(bucket, settings):  # noqa: F811
+    # The production storage (django-storages S3) against moto_server over HTTP: listing the
+    # photo folders and reading each candidate's LastModified work there too.
+    env = bucket_env(bucket)
+    settings.AWS_STORAGE_BUCKET_NAME = env["AWS_STORAGE_BUCKET_NAME"]
+    settings.AWS_S3_ENDPOINT_URL = env["AWS_S3_ENDPOINT_URL"]
+    settings.AWS_S3_REGION_NAME = env["AWS_S3_REGION_NAME"]
+    settings.AWS_S3_ACCESS_KEY_ID = env["AWS_ACCESS_KEY_ID"]
+    settings.AWS_S3_SECRET_ACCESS_KEY = env["AWS_SECRET_ACCESS_KEY"]
+    settings.AWS_DEFAULT_ACL = None
+    settings.AWS_S3_FILE_OVERWRITE = False
+    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "storages.backends.s3.S3Storage"}}
+    settings.RATELIMIT_ENABLE = False
+    photo = services.photos_create(owner=UserFactory(), uploads=[_upload(_noise_jpeg(1))])[0]
+    client, name = bucket["client"], bucket["name"]
+    for key in ("originals/orphan.jpg", "display/orphan.jpg", "thumbnails/orphan.jpg", "artifacts/m/model.keras"):
+        client.put_object(Bucket=name, Key=key, Body=b"x")
+
+    assert services.media_sweep_orphans() == []  # all younger than the grace period
+    deleted = services.media_sweep_orphans(older_than_seconds=0)
+
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=name).get("Contents", [])}
+    assert sorted(deleted) == ["display/orphan.jpg", "originals/orphan.jpg", "thumbnails/orphan.jpg"]
+    assert keys == {photo.original.name, photo.display.name, photo.thumbnail.name, "artifacts/m/model.keras"}
+
+
+def _upload(content: bytes):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile("p.jpg", content, content_type="image/jpeg")
