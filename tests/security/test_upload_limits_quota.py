@@ -80,3 +80,40 @@ def test_a_request_that_would_cross_the_quota_stores_none_of_its_photos(quota, m
     with pytest.raises(services.QuotaExceeded):
         services.photos_create(owner=owner, uploads=many)
     assert Photo.objects.count() == 0 and media_files(media_root) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_uploads_cannot_both_use_the_last_room(settings, media_root):
+    # Both pass the first check before either commits; the re-check under the lock on the
+    # owner's row lets exactly one through, and the other's files are deleted.
+    import threading
+
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (SELECT ... FOR UPDATE; SQLite serialises writers differently)")
+    settings.RATELIMIT_ENABLE = False
+    owner = UserFactory()
+    contents = [_photo((130 + index, 20, 30)) for index in range(2)]
+    settings.USER_STORAGE_QUOTA_BYTES = max(len(c) for c in contents) * 3 // 2  # room for one of them
+    barrier, outcomes = threading.Barrier(2), []
+
+    def upload_one(content):
+        from django.db import connection as thread_connection
+
+        try:
+            barrier.wait(10)
+            services.photos_create(owner=owner, uploads=[upload(content=content)])
+            outcomes.append("stored")
+        except services.QuotaExceeded:
+            outcomes.append("refused")
+        finally:
+            thread_connection.close()
+
+    threads = [threading.Thread(target=upload_one, args=(content,)) for content in contents]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(outcomes) == ["refused", "stored"]
+    assert Photo.objects.filter(owner=owner).count() == 1 and len(media_files(media_root)) == 3
