@@ -5,6 +5,7 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -71,6 +72,15 @@ def upload_form_error(request, message: str, status: int = 400):
     return render(request, "classifier/upload.html", {"form": form}, status=status)
 
 
+def _upload_done(request, response):
+    """static/js/upload.js sends the form itself (for its progress bar) and then goes where the
+    redirect points: told as JSON, so the message waits for that page instead of being used up by
+    a redirect the script would follow."""
+    if request.headers.get("X-Upload-Form") == "1":
+        return JsonResponse({"location": response.url})
+    return response
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 @rate_limit("upload", UPLOAD_RATES)
@@ -83,9 +93,11 @@ def upload(request):
             form.add_error("images", error)
         else:
             if len(photos) == 1:
-                return redirect("classifier:photo_detail", photo_id=photos[0].pk)
-            messages.success(request, f"{len(photos)} photos uploaded; they are being classified.")
-            return redirect("classifier:gallery")
+                return _upload_done(request, redirect("classifier:photo_detail", photo_id=photos[0].pk))
+            # static/js/gallery.js removes the banner once every photo on the page has its answer.
+            messages.success(request, f"{len(photos)} photos uploaded; they are being classified.",
+                             extra_tags="while-classifying")
+            return _upload_done(request, redirect("classifier:gallery"))
     status = 400 if request.method == "POST" else 200
     return render(request, "classifier/upload.html", {"form": form}, status=status)
 
