@@ -317,8 +317,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ["name", "number", "version", "backbone", "is_active", "is_default", "test_top1", "test_top5",
                     "field_accuracy", "n_classes", "created_by", "created_at"]
     list_filter = ["is_active", "is_default", "backbone", "name"]
-    readonly_fields = ["name", "number", "version", "backbone", "classes", "metrics", "unknown_threshold", "artifact_path",
-                       "training_data_fingerprint", "created_by", "replaces", "is_active", "is_default", "created_at"]
+    # Nothing here is edited by hand: metrics as a table, the training photos as read-only ids.
+    readonly_fields = ["name", "number", "version", "backbone", "classes", "metrics_table", "unknown_threshold",
+                       "artifact_path", "training_data_fingerprint", "training_photos", "created_by", "replaces",
+                       "is_active", "is_default", "created_at"]
+    exclude = ["metrics", "training_photo_ids"]
     actions = ["activate", "deactivate", "make_default", "roll_back", "reclassify"]
     change_form_template = "admin/classifier/modelversion/change_form.html"
 
@@ -352,6 +355,19 @@ class ModelVersionAdmin(admin.ModelAdmin):
                 "field": selectors.model_version_field_accuracy(version),
             })
         return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description="metrics")
+    def metrics_table(self, version):
+        rows = [(key, f"{value:.4f}" if isinstance(value, float) else value) for key, value in sorted((version.metrics or {}).items())]
+        if not rows:
+            return "—"
+        body = format_html_join("", "<tr><th scope=\"row\">{}</th><td>{}</td></tr>", rows)
+        return format_html('<table id="metrics-table"><tbody>{}</tbody></table>', body)
+
+    @admin.display(description="training photos")
+    def training_photos(self, version):
+        ids = version.training_photo_ids or []
+        return f"{len(ids)} staff-labelled photos: {', '.join(map(str, ids))}" if ids else "none (trained on the collection only)"
 
     @admin.display(description="classes")
     def n_classes(self, version):
