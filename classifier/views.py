@@ -87,11 +87,18 @@ def _upload_done(request, response):
 def upload(request):
     form = UploadForm(request.POST, request.FILES) if request.method == "POST" else UploadForm()
     if form.is_bound and form.is_valid():
-        try:
-            photos = services.photos_create(owner=request.user, uploads=form.cleaned_data["images"])
-        except services.UploadError as error:
-            form.add_error("images", error)
-        else:
+        # One file at a time, so a batch keeps its good files; each refused file is named with why.
+        photos, refused = [], []
+        for image in form.cleaned_data["images"]:
+            try:
+                photos += services.photos_create(owner=request.user, uploads=[image])
+            except services.UploadError as error:
+                refused.append(" ".join(error.messages))
+        for reason in refused if not photos else ():
+            form.add_error("images", reason)
+        if photos:
+            if refused:
+                messages.warning(request, "Not uploaded: " + " ".join(refused))
             if len(photos) == 1:
                 return _upload_done(request, redirect("classifier:photo_detail", photo_id=photos[0].pk))
             # static/js/gallery.js removes the banner once every photo on the page has its answer.

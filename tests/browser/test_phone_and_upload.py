@@ -5,6 +5,7 @@ banner and the species filter while answers arrive; axe-core on the gallery and 
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from classifier.models import Photo
 from tests.browser.conftest import axe_serious
@@ -102,7 +103,8 @@ def test_progress_bar_moves_while_sending(page, live_server, sign_in_as):
     page.route("**/upload/", lambda route: page.wait_for_timeout(1500) or route.continue_())
     page.click("#upload-submit")
     page.wait_for_selector("#upload-progress:not([hidden])")
-    page.wait_for_function("() => document.getElementById('upload-progress-bar').value === 100")
+    # expect(), not wait_for_function: the Content-Security-Policy forbids evaluating a string
+    expect(page.locator("#upload-progress-bar")).to_have_js_property("value", 100)
     page.wait_for_url(re.compile(r"/photos/\d+/$"))
 
 
@@ -124,9 +126,25 @@ def test_banner_goes_and_filter_grows_when_every_photo_has_its_answer(page, live
     assert banner.count() == 1  # one photo still classifying
     Photo.objects.filter(pk=second.pk).update(status=Photo.Status.DONE, label="viceroy")
     page.wait_for_selector(f"#photo-{second.pk}[data-photo-status=done]")
-    page.wait_for_function("() => !document.querySelector('.message.while-classifying')")
+    expect(page.locator(".message.while-classifying")).to_have_count(0)
     values = page.locator("#species option").evaluate_all("os => os.map(o => o.value)")
     assert values == ["", "monarch", "viceroy"]
     page.select_option("#species", "viceroy")
     page.wait_for_url(re.compile(r"species=viceroy"))
     assert page.locator("#gallery [data-photo-id]").count() == 1
+
+
+def test_a_file_only_the_server_can_refuse_is_named_and_the_rest_kept(page, live_server, sign_in_as, axe_source):
+    user = UserFactory()
+    sign_in_as(page, user)
+    page.goto(live_server.url + "/upload/")
+    page.set_input_files("input[name=images]", [
+        {"name": "fine.jpg", "mimeType": "image/jpeg", "buffer": image_bytes(color=(5, 5, 5))},
+        {"name": "fake.jpg", "mimeType": "image/jpeg", "buffer": b"\xff\xd8 looks like a JPEG to the browser"}])
+    assert page.locator("#file-problems").is_hidden()  # the browser cannot tell
+    page.click("#upload-submit")
+    page.wait_for_url(re.compile(r"/photos/\d+/$"))
+    warning = page.locator(".message.warning")
+    assert 'Not uploaded: "fake.jpg" is not a JPEG, PNG or WebP image' in warning.inner_text()
+    assert Photo.objects.filter(owner=user).count() == 1
+    assert axe_serious(page, axe_source) == []
