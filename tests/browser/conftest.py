@@ -101,3 +101,55 @@ def sign_in_as(live_server):
                                    "url": live_server.url}])
 
     return sign_in
+
+
+def wait_for_images_loaded(images, timeout: float = 15_000) -> None:
+    """Waits until every <img> of the locator has loaded with pixels. Not page.wait_for_function:
+    its predicate is evaluated from a string, which the site's Content-Security-Policy forbids."""
+    from playwright.sync_api import expect
+
+    for image in images.all():
+        expect(image).to_have_js_property("complete", True, timeout=timeout)
+        assert image.evaluate("i => i.naturalWidth") > 0, image.get_attribute("src")
+
+
+@pytest.fixture
+def photo_of(request):
+    """A finished photo of `owner` made from a real photo of `folder` (butterflies50/test/<folder>, or
+    any path under ../shared/data) when the team's data is here, so screenshots show real photos,
+    a plain generated JPEG otherwise (these tests check the pages, not the models); "skimage:chelsea"
+    takes one of scikit-image's photos (a cat)."""
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from classifier import images
+    from classifier.models import unguessable_name
+    from tests.classifier.factories import PhotoFactory
+    from tests.classifier.images import image_bytes
+    from tests.conftest import SHARED_DIR
+
+    def skimage_photo(name):  # real photos that are not butterflies, shipped inside scikit-image
+        import io
+
+        import skimage.data
+        from PIL import Image
+
+        out = io.BytesIO()
+        Image.fromarray(getattr(skimage.data, name)()).convert("RGB").save(out, "JPEG", quality=88)
+        return out.getvalue()
+
+    def make(owner, folder=None, **fields):
+        if folder and folder.startswith("skimage:"):
+            content = skimage_photo(folder.split(":", 1)[1])
+        else:
+            found = sorted((SHARED_DIR / "data" / "butterflies50" / "test" / folder).glob("*.jpg"))[:1] if folder else []
+            if folder and not found:
+                found = sorted((SHARED_DIR / "data" / folder).glob("*.jpg"))[:1]
+            content = found[0].read_bytes() if found else image_bytes(size=(320, 240))
+        names = {kind: default_storage.save(unguessable_name(kind, "jpg"), ContentFile(data)) for kind, data in (
+            ("originals", content), ("display", images.reencode(content, images.DISPLAY_MAX_SIDE)),
+            ("thumbnails", images.reencode(content, images.THUMBNAIL_MAX_SIDE)))}
+        return PhotoFactory(owner=owner, original=names["originals"], display=names["display"],
+                            thumbnail=names["thumbnails"], size_bytes=len(content), **fields)
+
+    return make
