@@ -6,7 +6,7 @@ import re
 import pytest
 
 from ml import species as catalogue
-from tests.browser.conftest import axe_serious
+from tests.browser.conftest import axe_serious, wait_for_images_loaded
 from tests.classifier.factories import PhotoFactory, UserFactory
 
 pytestmark = [pytest.mark.browser]
@@ -71,7 +71,7 @@ def test_species_page_shows_reference_photos_note_and_the_users_own_photos(page,
     assert monarch.note in page.locator("#field-note").inner_text()
     images = page.locator("#reference-photos img")
     assert images.count() == 3
-    page.wait_for_function("() => [...document.querySelectorAll('#reference-photos img')].every(i => i.complete && i.naturalWidth > 0)")
+    wait_for_images_loaded(images)
     assert "Sign in" in page.locator("#your-photos").inner_text()  # signed out: no one's photos
 
     sign_in_as(page, owner)

@@ -112,6 +112,7 @@ def test_progress_bar_moves_while_sending(browser, live_server, sign_in_as):
     page.wait_for_selector("#upload-progress:not([hidden])")
     page.wait_for_function("() => document.getElementById('upload-progress-bar').value === 100")
     page.wait_for_url(re.compile(r"/photos/\d+/$"))
+    context.close()
 
 
 def test_banner_goes_and_filter_grows_when_every_photo_has_its_answer(page, live_server, sign_in_as, screenshot):
