@@ -232,8 +232,9 @@ ML_ARTIFACTS_DIR = Path(env_str("ML_ARTIFACTS_DIR", str(BASE_DIR / "artifacts"))
 # butterflysite/artifact_store.py and docs/deploy.md.
 ML_ARTIFACTS_STORAGE_PREFIX = env_str("ML_ARTIFACTS_STORAGE_PREFIX", "artifacts")
 ML_ARTIFACTS_CACHE_DIR = Path(env_str("ML_ARTIFACTS_CACHE_DIR", str(VAR_DIR / "artifact-cache")))
-# A prediction whose best probability is under this is shown as "not sure / maybe not a butterfly".
-ML_LOW_CONFIDENCE = float(env_str("ML_LOW_CONFIDENCE", "0.5"))
+# The identifier (ml/identify.py: open-set model + fitted parameters) that turns the active
+# models' predictions into one answer per photo. Without it photos keep their predictions only.
+ML_IDENTIFIER_DIR = Path(env_str("ML_IDENTIFIER_DIR", str(BASE_DIR / "artifacts" / "identifier")))
 
 # Celery: Redis when configured, else an embedded filesystem broker that needs no server.
 REDIS_URL = env_str("REDIS_URL")

@@ -1,6 +1,5 @@
 """Staff review: photos with per-model predictions, review filters, label corrections."""
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import FileResponse, Http404
@@ -13,6 +12,7 @@ from classifier import selectors, services
 from classifier.files import photo_file_response
 from classifier.forms import LabelCorrectionForm
 from classifier.models import LabelCorrection, ModelVersion, Photo, Prediction
+from ml.identify import KINDS as ANSWER_KINDS
 
 
 class DisagreeFilter(admin.SimpleListFilter):
@@ -26,15 +26,15 @@ class DisagreeFilter(admin.SimpleListFilter):
         return selectors.photo_filter_disagreeing(queryset) if self.value() == "yes" else queryset
 
 
-class LowConfidenceFilter(admin.SimpleListFilter):
-    title = "low confidence"
-    parameter_name = "low_confidence"
+class AnswerKindFilter(admin.SimpleListFilter):
+    title = "answer"
+    parameter_name = "answer"
 
     def lookups(self, request, model_admin):
-        return [("yes", f"Low confidence (< {settings.ML_LOW_CONFIDENCE:.2f} or unknown)")]
+        return [(kind, kind.replace("_", " ")) for kind in ANSWER_KINDS]
 
     def queryset(self, request, queryset):
-        return selectors.photo_filter_low_confidence(queryset) if self.value() == "yes" else queryset
+        return selectors.photo_filter_answer_kind(queryset, self.value()) if self.value() in ANSWER_KINDS else queryset
 
 
 class CorrectedFilter(admin.SimpleListFilter):
@@ -122,9 +122,9 @@ class LabelCorrectionInline(admin.TabularInline):
 
 @admin.register(Photo)
 class PhotoAdmin(admin.ModelAdmin):
-    list_display = ["thumb", "id", "owner", "created_at", "status", "predicted", "agreement", "unsure_flag", "label", "flagged"]
+    list_display = ["thumb", "id", "owner", "created_at", "status", "answer", "predicted", "agreement", "label", "flagged"]
     list_display_links = ["thumb", "id"]
-    list_filter = [DisagreeFilter, LowConfidenceFilter, CorrectedFilter, LabelFlagFilter, SpeciesFilter, ModelVersionFilter, "status"]
+    list_filter = [AnswerKindFilter, DisagreeFilter, CorrectedFilter, LabelFlagFilter, SpeciesFilter, ModelVersionFilter, "status"]
     search_fields = ["owner__username", "sha256", "label"]
     list_select_related = ["owner"]
     actions = ["correct_label_action"]
@@ -178,9 +178,12 @@ class PhotoAdmin(admin.ModelAdmin):
         n = getattr(photo, "n_labels", 0)
         return "disagree" if n > 1 else ("agree" if n == 1 else "—")
 
-    @admin.display(description="unsure", boolean=True)
-    def unsure_flag(self, photo):
-        return getattr(photo, "unsure", None)
+    @admin.display(description="answer")
+    def answer(self, photo):
+        answer = selectors.photo_answer(photo)
+        if answer is None:
+            return "—"
+        return f"{answer.kind.replace('_', ' ')}: {answer.heading}" + (" (staff)" if answer.source == "staff" else "")
 
     @admin.display(description="flag", boolean=True)
     def flagged(self, photo):

@@ -29,6 +29,7 @@ def photo_summary(request, photo) -> dict:
 
 def photo_representation(request, photo) -> dict:
     results = selectors.photo_results(photo)
+    answer = selectors.photo_answer(photo)
     return {
         "id": photo.pk,
         "status": photo.status,
@@ -39,8 +40,8 @@ def photo_representation(request, photo) -> dict:
         "sha256": photo.sha256,
         "label": photo.label or None,
         "failure_reason": photo.failure_reason or None,
+        "identification": answer.as_api() if answer else None,
         "agreement": results.agreement or None,
-        "unsure": results.unsure,
         "predictions": [
             {
                 "model": m.model,

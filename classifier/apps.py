@@ -9,6 +9,14 @@ def _register_shipped_models(sender, using="default", **kwargs):
     model_versions_register_shipped(using=using)
 
 
+def _queue_unidentified_photos(sender, using="default", **kwargs):
+    # Photos classified before answers existed get theirs from the workers (no manual step).
+    from classifier.services import photos_queue_unidentified
+
+    if using == "default":
+        photos_queue_unidentified()
+
+
 class ClassifierConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "classifier"
@@ -16,4 +24,5 @@ class ClassifierConfig(AppConfig):
 
     def ready(self):
         post_migrate.connect(_register_shipped_models, sender=self, dispatch_uid="classifier-register-shipped")
+        post_migrate.connect(_queue_unidentified_photos, sender=self, dispatch_uid="classifier-queue-unidentified")
         from classifier import signals  # noqa: F401  (a deleted photo's files go too)

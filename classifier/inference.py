@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
+
+from django.conf import settings
 
 from classifier import artifacts
 
 logger = logging.getLogger(__name__)
 
 _predictors: dict[tuple[int, str], object] = {}
+_identifiers: dict[str, object] = {}
 _lock = threading.Lock()
 
 
@@ -72,8 +76,46 @@ def predict_pixels(model_version, pixels, top_k: int = 5, extra_ms: float = 0.0)
         raise InferenceError(f"model {model_version} could not run on the batch: {error}") from error
 
 
+def identifier_installed() -> bool:
+    """Whether settings.ML_IDENTIFIER_DIR holds an identifier artifact (without loading it)."""
+    from ml.identify import PARAMETERS_FILE
+
+    return (Path(settings.ML_IDENTIFIER_DIR) / PARAMETERS_FILE).is_file()
+
+
+def get_identifier():
+    """The loaded `ml.identify.Identifier` of settings.ML_IDENTIFIER_DIR, loaded once per process;
+    None when no identifier is installed there. Raises InferenceError when it cannot be loaded."""
+    if not identifier_installed():
+        return None
+    key = str(Path(settings.ML_IDENTIFIER_DIR).resolve())
+    identifier = _identifiers.get(key)
+    if identifier is not None:
+        return identifier
+    with _lock:
+        identifier = _identifiers.get(key)
+        if identifier is None:
+            from ml.identify import Identifier
+
+            try:
+                identifier = Identifier.load(key)
+            except Exception as error:  # IdentifierError, or anything Keras raises on a corrupt file
+                raise InferenceError(f"cannot load the identifier in {key}: {error}") from error
+            logger.info("loaded the identifier from %s", key)
+            _identifiers[key] = identifier
+    return identifier
+
+
+def openset_signals(identifier, pixels) -> list[dict]:
+    """The identifier's open-set signals for a batch decoded at its input size, one dict per row."""
+    try:
+        return identifier.signals(pixels)
+    except ValueError as error:
+        raise InferenceError(f"the identifier could not run on the batch: {error}") from error
+
+
 def preload_active() -> None:
-    """Load every active model version now, so the first task does not pay for it."""
+    """Load every active model version and the identifier now, so the first task does not pay for it."""
     from classifier.selectors import model_version_list_active
 
     for model_version in model_version_list_active():
@@ -81,3 +123,7 @@ def preload_active() -> None:
             get_predictor(model_version)
         except InferenceError:
             logger.exception("could not preload %s", model_version)
+    try:
+        get_identifier()
+    except InferenceError:
+        logger.exception("could not preload the identifier")

@@ -1,6 +1,6 @@
 """Data: photos, the model versions that classify them, their predictions, label corrections.
 
-Models hold data and constraints only; every write goes through classifier/services.py.
+Models hold data and constraints only; every write goes through classifier/services/.
 """
 
 import uuid
@@ -79,13 +79,22 @@ class Photo(models.Model):
     # When the photo was last queued for classification (upload or retry).
     queued_at = models.DateTimeField(default=timezone.now)
     classified_at = models.DateTimeField(null=True, blank=True)
-    # A worker classifying this photo in a batch (classifier/services.py, photos_classify_batch):
+    # A worker classifying this photo in a batch (classifier/services/, photos_classify_batch):
     # the claimant (its task id) and when the claim lapses, so a dead worker's photos are reclaimed.
     claimed_by = models.CharField(max_length=64, blank=True, default="")
     claim_expires = models.DateTimeField(null=True, blank=True)
     # Why the current label deserves a second look (e.g. the models strongly say otherwise);
     # blank when it does not. Flagged labels are left out of retraining until confirmed.
     label_flag = models.CharField(max_length=300, blank=True, default="")
+    # The models' one answer (ml.identify.Identification.to_dict(): kind, label, candidates,
+    # scores), computed from the active models' predictions and the open-set signals; its kind and
+    # label are copied out for filtering. All blank until the photo is identified.
+    identification = models.JSONField(null=True, blank=True)
+    identification_kind = models.CharField(max_length=20, blank=True, default="", db_index=True)
+    identification_label = models.CharField(max_length=200, blank=True, default="", db_index=True)
+    # What the open-set model said about the photo (ml.identify.Identifier.signals), kept so the
+    # answer can be recomputed from new predictions without running it again.
+    openset_signals = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -58,15 +58,13 @@ def _predictions_prefetch() -> Prefetch:
 
 
 def photo_annotate(queryset: QuerySet) -> QuerySet:
-    """Adds predicted_label (default model's top-1), effective_label (correction, else predicted),
-    n_labels (distinct top-1 labels across models), unsure (a model is below the threshold or
-    says unknown) and is_corrected."""
+    """Adds predicted_label (default model's top-1), answer_label (the species of the answer shown,
+    see photo_answer: the staff label, else the models' answer; blank for every other kind),
+    effective_label (staff label, else the answer's species, else the default model's top-1: what
+    a reviewer confirms), n_labels (distinct top-1 labels across models) and is_corrected."""
     default_prediction = Prediction.objects.filter(photo=OuterRef("pk"), model_version__is_default=True)
     any_prediction = Prediction.objects.filter(photo=OuterRef("pk")).order_by(
         "-model_version__is_default", "model_version_id"
-    )
-    unsure = Prediction.objects.filter(photo=OuterRef("pk")).filter(
-        Q(probability__lt=settings.ML_LOW_CONFIDENCE) | Q(unknown=True)
     )
     return queryset.annotate(
         predicted_label=Coalesce(
@@ -74,18 +72,28 @@ def photo_annotate(queryset: QuerySet) -> QuerySet:
             Subquery(any_prediction.values("label")[:1]),
             output_field=CharField(),
         ),
+        answer_label=Case(
+            When(label=NOT_A_BUTTERFLY, then=Value("")),
+            When(~Q(label=""), then=F("label")),
+            default=F("identification_label"),
+            output_field=CharField(),
+        ),
         n_labels=Count("predictions__label", distinct=True),
-        unsure=Exists(unsure),
         is_corrected=Exists(LabelCorrection.objects.filter(photo=OuterRef("pk"))),
-    ).annotate(effective_label=Coalesce(NullIf(F("label"), Value("")), F("predicted_label"), output_field=CharField()))
+    ).annotate(effective_label=Coalesce(NullIf(F("label"), Value("")), NullIf(F("identification_label"), Value("")),
+                                        F("predicted_label"), output_field=CharField()))
 
 
 def photo_filter_disagreeing(queryset: QuerySet) -> QuerySet:
     return photo_annotate(queryset).filter(n_labels__gt=1)
 
 
-def photo_filter_low_confidence(queryset: QuerySet) -> QuerySet:
-    return photo_annotate(queryset).filter(unsure=True)
+def photo_filter_answer_kind(queryset: QuerySet, kind: str) -> QuerySet:
+    """Photos whose answer (photo_answer: a staff label overrides the models') is of this kind."""
+    staff_kind = Case(When(label="", then=Value("")), When(label=NOT_A_BUTTERFLY, then=Value("not_butterfly")),
+                      default=Value("species"), output_field=CharField())
+    return queryset.annotate(answer_kind=Coalesce(NullIf(staff_kind, Value("")), F("identification_kind"),
+                                                  output_field=CharField())).filter(answer_kind=kind)
 
 
 def photo_filter_corrected(queryset: QuerySet, corrected: bool) -> QuerySet:
@@ -93,7 +101,7 @@ def photo_filter_corrected(queryset: QuerySet, corrected: bool) -> QuerySet:
 
 
 def photo_filter_species(queryset: QuerySet, species: str) -> QuerySet:
-    return photo_annotate(queryset).filter(effective_label=species)
+    return photo_annotate(queryset).filter(answer_label=species)
 
 
 def photo_filter_model_version(queryset: QuerySet, model_version_id: int) -> QuerySet:
@@ -104,12 +112,12 @@ def photo_list_for_user(user, *, species: str | None = None) -> QuerySet:
     """The user's own photos, newest first, with their predictions prefetched."""
     queryset = photo_annotate(Photo.objects.filter(owner=user))
     if species:
-        queryset = queryset.filter(effective_label=species)
+        queryset = queryset.filter(answer_label=species)
     return queryset.prefetch_related(_predictions_prefetch()).order_by("-created_at", "-id")
 
 
 def photo_species_for_user(user) -> list[str]:
-    labels = photo_annotate(Photo.objects.filter(owner=user)).values_list("effective_label", flat=True)
+    labels = photo_annotate(Photo.objects.filter(owner=user)).values_list("answer_label", flat=True)
     return sorted({label for label in labels if label})
 
 
@@ -149,7 +157,6 @@ class ModelResult:
     probability: float
     unknown: bool
     latency_ms: float
-    unsure: bool
 
 
 @dataclass
@@ -157,17 +164,13 @@ class PhotoResults:
     models: list[ModelResult] = field(default_factory=list)
     # "agree" / "disagree" across models' top-1, "single" with one model, "" with none.
     agreement: str = ""
-    unsure: bool = False
-    best_label: str = ""
-    best_probability: float = 0.0
 
 
 def photo_results(photo: Photo) -> PhotoResults:
-    """Per-model top-k side by side, whether the models agree, whether the result is unsure."""
+    """Per-model top-k side by side and whether the models agree (the detail under the answer)."""
     results = PhotoResults()
     for prediction in photo.predictions.all():
         version = prediction.model_version
-        unsure = prediction.unknown or prediction.probability < settings.ML_LOW_CONFIDENCE
         results.models.append(
             ModelResult(
                 model=version.name,
@@ -179,16 +182,72 @@ def photo_results(photo: Photo) -> PhotoResults:
                 probability=prediction.probability,
                 unknown=prediction.unknown,
                 latency_ms=prediction.latency_ms,
-                unsure=unsure,
             )
         )
     if results.models:
         labels = {m.label for m in results.models}
         results.agreement = "single" if len(results.models) == 1 else ("agree" if len(labels) == 1 else "disagree")
-        results.unsure = any(m.unsure for m in results.models)
-        best = max(results.models, key=lambda m: m.probability)
-        results.best_label, results.best_probability = best.label, best.probability
     return results
+
+
+# The answer: one per photo
+
+
+@dataclass
+class Answer:
+    kind: str  # species | uncertain | unknown_species | not_butterfly (ml.identify.KINDS)
+    label: str | None  # the species' class key (kind "species" only)
+    name: str | None
+    scientific_name: str | None
+    # [{"label", "probability", "name"}]: the look-alikes of an uncertain answer, the runners-up
+    # of a species, the nearest known species otherwise; none for a staff label.
+    candidates: list[dict]
+    source: str  # "models" or "staff"
+
+    def as_api(self) -> dict:
+        """The API's "identification" (the CLI's line for the same file and models, plus source)."""
+        return {"kind": self.kind, "label": self.label, "name": self.name, "scientific_name": self.scientific_name,
+                "candidates": [{"label": c["label"], "probability": c["probability"]} for c in self.candidates],
+                "source": self.source}
+
+    @property
+    def heading(self) -> str:
+        if self.kind == "species":
+            return self.name or ""
+        if self.kind == "uncertain":
+            return " or ".join(c["name"] for c in self.candidates)
+        if self.kind == "unknown_species":
+            return "A butterfly or moth this site does not know"
+        return "Not a butterfly"
+
+
+def _species_names(key: str) -> tuple[str, str | None]:
+    from ml import species
+
+    try:
+        found = species.get(key)
+    except KeyError:  # a class staff or a retrained model added after the catalogue
+        return species.name(key), None
+    return found.name, found.scientific_name
+
+
+def photo_answer(photo: Photo) -> Answer | None:
+    """What pages, the API and the admin show as the photo's identification: a staff label
+    overrides the models' answer (source "staff"; the models' answer stays stored beside it),
+    else the stored models' answer (source "models"); None while there is neither."""
+    if photo.label == NOT_A_BUTTERFLY:
+        return Answer("not_butterfly", None, None, None, [], "staff")
+    if photo.label:
+        return Answer("species", photo.label, *_species_names(photo.label), [], "staff")
+    if not photo.identification:
+        return None
+    from ml.identify import Identification
+
+    identification = Identification.from_dict(photo.identification)
+    candidates = [{"label": c.label, "probability": c.probability, "name": _species_names(c.label)[0]}
+                  for c in identification.candidates]
+    name, scientific_name = _species_names(identification.label) if identification.label else (None, None)
+    return Answer(identification.kind, identification.label, name, scientific_name, candidates, "models")
 
 
 def photo_corrections(photo: Photo) -> QuerySet:
@@ -209,6 +268,10 @@ class ReviewItem:
     margin: float
 
 
+# How much an answer that names no species adds to a photo's review score (disagreement adds 1.5).
+REVIEW_KIND_WEIGHTS = {"unknown_species": 1.5, "uncertain": 1.2, "not_butterfly": 1.0}
+
+
 def _review_score(photo: Photo) -> tuple[float, list[str], float, float]:
     predictions = list(photo.predictions.all())
     if not predictions:
@@ -222,8 +285,10 @@ def _review_score(photo: Photo) -> tuple[float, list[str], float, float]:
         # Models that confidently disagree: one of them is wrong, and a label settles which.
         score += 1.5
         reasons.append("models disagree")
-    if top1 < settings.ML_LOW_CONFIDENCE or any(p.unknown for p in predictions):
-        reasons.append(f"low top-1 ({top1:.0%})")
+    if photo.identification_kind in REVIEW_KIND_WEIGHTS:
+        # The models' answer names no species: a person can (or can say it is none of ours).
+        score += REVIEW_KIND_WEIGHTS[photo.identification_kind]
+        reasons.append(f"answer: {photo.identification_kind.replace('_', ' ')}")
     if margin < 0.2:
         reasons.append(f"small margin to the runner-up ({margin:.0%})")
     if photo.label_flag:

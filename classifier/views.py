@@ -1,6 +1,5 @@
 """Pages. Thin: parse the request, call a selector or a service, render."""
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -24,7 +23,6 @@ def _photo_context(photo):
         "photo": photo,
         "results": selectors.photo_results(photo),
         "stale": selectors.photo_is_stale(photo),
-        "low_confidence": settings.ML_LOW_CONFIDENCE,
     }
 
 

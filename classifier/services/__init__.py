@@ -9,6 +9,7 @@ from classifier.services.classification import (
     photo_mark_failed,
     photos_classify,
     photos_classify_batch,
+    photos_identify,
     prediction_store,
     predictions_store_many,
 )
@@ -18,6 +19,7 @@ from classifier.services.dispatch import (
     photo_recheck_later,
     photo_retry,
     photos_claim,
+    photos_queue_unidentified,
     photos_release,
     photos_sweep_pending,
 )
@@ -85,6 +87,8 @@ __all__ = [
     "photos_classify",
     "photos_classify_batch",
     "photos_create",
+    "photos_identify",
+    "photos_queue_unidentified",
     "photos_release",
     "photos_sweep_pending",
     "prediction_store",

@@ -130,3 +130,21 @@ def photos_claim(*, photo_id: int, claimant: str, limit: int) -> list[Photo]:
 def photos_release(*, claimant: str, photo_ids) -> None:
     """Gives up a claim (left to the photos' own tasks), e.g. after an error in the batch."""
     Photo.objects.filter(pk__in=list(photo_ids), claimed_by=claimant).update(claimed_by="", claim_expires=None)
+
+
+def photos_queue_unidentified(*, limit: int | None = None) -> list[int]:
+    """Queues the classify task (once committed) for every finished photo that has no answer yet,
+    e.g. classified before answers existed: its task computes the answer from the stored
+    predictions. Nothing is queued while no identifier is installed (settings.ML_IDENTIFIER_DIR).
+    Returns the ids queued."""
+    from classifier import inference
+
+    if not inference.identifier_installed():
+        return []
+    ids = list(
+        Photo.objects.filter(status=Photo.Status.DONE, identification__isnull=True)
+        .order_by("pk").values_list("pk", flat=True)[:limit]
+    )
+    for photo_id in ids:
+        photo_enqueue(photo_id)
+    return ids

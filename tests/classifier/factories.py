@@ -78,3 +78,11 @@ class LabelCorrectionFactory(factory.django.DjangoModelFactory):
     corrected_by = factory.SubFactory(UserFactory)
     old_label = "monarch"
     new_label = "viceroy"
+
+
+def answer_fields(kind, label=None, candidates=()) -> dict:
+    """The Photo fields of a stored models' answer (an ml.identify.Identification)."""
+    from ml.identify import Candidate, Identification
+
+    answer = Identification(kind, label, tuple(Candidate(c, p) for c, p in candidates), {})
+    return {"identification": answer.to_dict(), "identification_kind": kind, "identification_label": label or ""}

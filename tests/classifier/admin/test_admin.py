@@ -3,7 +3,13 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.urls import reverse
 
 from classifier.models import NOT_A_BUTTERFLY, LabelCorrection, ModelVersion, Photo
-from tests.classifier.factories import LabelCorrectionFactory, PhotoFactory, PredictionFactory, UserFactory
+from tests.classifier.factories import (
+    LabelCorrectionFactory,
+    PhotoFactory,
+    PredictionFactory,
+    UserFactory,
+    answer_fields,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -18,7 +24,8 @@ def staff_client(client):
 
 @pytest.fixture
 def photos(shipped_model, second_model):
-    agree, disagree, unsure = (PhotoFactory() for _ in range(3))
+    agree, disagree = PhotoFactory(**answer_fields("species", "monarch")), PhotoFactory()
+    unsure = PhotoFactory(**answer_fields("uncertain", None, [("julia", 0.5), ("monarch", 0.4)]))
     PredictionFactory(photo=agree, model_version=shipped_model, label="monarch")
     PredictionFactory(photo=agree, model_version=second_model, label="monarch")
     PredictionFactory(photo=disagree, model_version=shipped_model, label="monarch")
@@ -36,12 +43,14 @@ def test_changelist_filters(staff_client, photos, shipped_model, second_model):
     url = reverse("admin:classifier_photo_changelist")
     assert _ids(staff_client.get(url)) == {p.pk for p in photos.values()}
     assert _ids(staff_client.get(url + "?disagree=yes")) == {photos["disagree"].pk}
-    assert _ids(staff_client.get(url + "?low_confidence=yes")) == {photos["unsure"].pk}
+    assert _ids(staff_client.get(url + "?answer=uncertain")) == {photos["unsure"].pk}
     assert _ids(staff_client.get(url + "?corrected=yes")) == {photos["agree"].pk}
     assert _ids(staff_client.get(url + "?corrected=no")) == {photos["disagree"].pk, photos["unsure"].pk}
-    assert _ids(staff_client.get(url + "?species=julia")) == {photos["unsure"].pk}
+    assert _ids(staff_client.get(url + "?species=monarch")) == {photos["agree"].pk}
     assert _ids(staff_client.get(url + f"?model_version={second_model.pk}")) == {photos["agree"].pk, photos["disagree"].pk}
-    assert _ids(staff_client.get(url + "?corrected=no&low_confidence=yes")) == {photos["unsure"].pk}
+    assert _ids(staff_client.get(url + "?corrected=no&answer=uncertain")) == {photos["unsure"].pk}
+    html = staff_client.get(url).content.decode()
+    assert "uncertain: Julia or Monarch" in html and "species: Monarch" in html
 
 
 def test_change_page_shows_predictions_inline_and_staff_sees_images(staff_client, photos, shipped_model, second_model):

@@ -3,7 +3,13 @@ from django.http import Http404
 
 from classifier import selectors
 from classifier.models import NOT_A_BUTTERFLY, Photo
-from tests.classifier.factories import LabelCorrectionFactory, ModelVersionFactory, PhotoFactory, PredictionFactory
+from tests.classifier.factories import (
+    LabelCorrectionFactory,
+    ModelVersionFactory,
+    PhotoFactory,
+    PredictionFactory,
+    answer_fields,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -22,22 +28,25 @@ def test_photo_get_for_user_is_404_for_someone_elses_or_missing_photo(user, othe
             selectors.photo_get_for_user(user, photo_id)
 
 
-def test_species_filter_uses_the_correction_else_the_default_models_top1(user, shipped_model, second_model):
-    monarch, viceroy, corrected = (PhotoFactory(owner=user) for _ in range(3))
-    for photo, label in ((monarch, "monarch"), (viceroy, "viceroy"), (corrected, "monarch")):
-        PredictionFactory(photo=photo, model_version=shipped_model, label=label)
+def test_species_filter_uses_the_staff_label_else_the_models_answer(user, shipped_model, second_model):
+    monarch = PhotoFactory(owner=user, **answer_fields("species", "monarch"))
+    viceroy = PhotoFactory(owner=user, **answer_fields("species", "monarch"), label="viceroy")
+    corrected = PhotoFactory(owner=user, **answer_fields("species", "monarch"), label=NOT_A_BUTTERFLY)
+    unsure = PhotoFactory(owner=user, **answer_fields("uncertain", None, [("monarch", 0.5), ("viceroy", 0.4)]))
+    for photo in (monarch, viceroy, corrected, unsure):
+        PredictionFactory(photo=photo, model_version=shipped_model, label="monarch")
         PredictionFactory(photo=photo, model_version=second_model, label="peacock")  # not the default
-    Photo.objects.filter(pk=corrected.pk).update(label=NOT_A_BUTTERFLY)
 
     assert list(selectors.photo_list_for_user(user, species="monarch")) == [monarch]
-    assert list(selectors.photo_list_for_user(user, species=NOT_A_BUTTERFLY)) == [corrected]
+    assert list(selectors.photo_list_for_user(user, species="viceroy")) == [viceroy]
     assert list(selectors.photo_list_for_user(user, species="peacock")) == []
-    assert selectors.photo_species_for_user(user) == sorted(["monarch", "viceroy", NOT_A_BUTTERFLY])
+    assert selectors.photo_species_for_user(user) == ["monarch", "viceroy"]
 
 
-def test_disagreement_low_confidence_and_corrected_filters(shipped_model, second_model, settings):
-    settings.ML_LOW_CONFIDENCE = 0.5
-    agree, disagree, unsure, unknown, single = (PhotoFactory() for _ in range(5))
+def test_disagreement_answer_kind_and_corrected_filters(shipped_model, second_model):
+    agree, disagree = PhotoFactory(**answer_fields("species", "monarch")), PhotoFactory()
+    unsure = PhotoFactory(**answer_fields("uncertain", None, [("julia", 0.5), ("monarch", 0.4)]))
+    unknown, single = PhotoFactory(**answer_fields("unknown_species")), PhotoFactory(label=NOT_A_BUTTERFLY)
     for photo, labels, probability, is_unknown in (
         (agree, ("monarch", "monarch"), 0.9, False),
         (disagree, ("monarch", "viceroy"), 0.9, False),
@@ -51,25 +60,25 @@ def test_disagreement_low_confidence_and_corrected_filters(shipped_model, second
 
     all_photos = Photo.objects.all()
     assert set(selectors.photo_filter_disagreeing(all_photos)) == {disagree}
-    assert set(selectors.photo_filter_low_confidence(all_photos)) == {unsure, unknown}
+    assert set(selectors.photo_filter_answer_kind(all_photos, "uncertain")) == {unsure}
+    assert set(selectors.photo_filter_answer_kind(all_photos, "unknown_species")) == {unknown}
+    assert set(selectors.photo_filter_answer_kind(all_photos, "not_butterfly")) == {single}  # a staff label
+    assert set(selectors.photo_filter_answer_kind(all_photos, "species")) == {agree}
     assert set(selectors.photo_filter_corrected(all_photos, True)) == {agree}
     assert set(selectors.photo_filter_corrected(all_photos, False)) == {disagree, unsure, unknown, single}
     assert set(selectors.photo_filter_model_version(all_photos, second_model.pk)) == {agree, disagree, unsure, unknown}
     # Filters compose (the admin applies several on one queryset).
-    both = selectors.photo_filter_low_confidence(selectors.photo_filter_corrected(all_photos, False))
-    assert set(both) == {unsure, unknown}
+    both = selectors.photo_filter_answer_kind(selectors.photo_filter_corrected(all_photos, False), "uncertain")
+    assert set(both) == {unsure}
 
 
-def test_photo_results_side_by_side(user, shipped_model, second_model, settings):
-    settings.ML_LOW_CONFIDENCE = 0.5
+def test_photo_results_side_by_side(user, shipped_model, second_model):
     photo = PhotoFactory(owner=user)
     PredictionFactory(photo=photo, model_version=shipped_model, label="monarch", probability=0.45)
     PredictionFactory(photo=photo, model_version=second_model, label="viceroy", probability=0.8)
     results = selectors.photo_results(selectors.photo_get_for_user(user, photo.pk))
     assert [m.model for m in results.models] == [shipped_model.name, second_model.name]  # default first
     assert results.agreement == "disagree"
-    assert results.unsure and results.models[0].unsure and not results.models[1].unsure
-    assert (results.best_label, results.best_probability) == ("viceroy", 0.8)
     assert results.models[0].top[0] == {"label": "monarch", "probability": 0.45, "percent": 45.0}
 
 

@@ -5,7 +5,7 @@ from django.urls import reverse
 
 from classifier.models import Photo
 from tests.classifier.conftest import media_files
-from tests.classifier.factories import PhotoFactory, PredictionFactory, UserFactory
+from tests.classifier.factories import PhotoFactory, PredictionFactory, UserFactory, answer_fields
 from tests.classifier.images import image_bytes, upload
 
 pytestmark = pytest.mark.django_db
@@ -74,15 +74,14 @@ def test_bad_upload_shows_a_form_error_and_keeps_nothing(client_for, user, media
     assert Photo.objects.count() == 0 and media_files(media_root) == []
 
 
-def test_result_fragment_shows_models_agreement_and_uncertainty(client_for, user, shipped_model, second_model, settings):
-    settings.ML_LOW_CONFIDENCE = 0.5
-    photo = PhotoFactory(owner=user)
+def test_result_fragment_shows_the_answer_and_the_models_side_by_side(client_for, user, shipped_model, second_model):
+    photo = PhotoFactory(owner=user, **answer_fields("uncertain", None, [("monarch", 0.55), ("viceroy", 0.4)]))
     PredictionFactory(photo=photo, model_version=shipped_model, label="monarch", probability=0.4)
     PredictionFactory(photo=photo, model_version=second_model, label="viceroy", probability=0.7, latency_ms=87.2)
     html = client_for(user).get(reverse("classifier:photo_result", args=[photo.pk])).content.decode()
     assert 'data-photo-status="done"' in html and "data-poll-url" not in html
     assert 'data-agreement="disagree"' in html and "models disagree" in html
-    assert 'data-low-confidence="true"' in html and "may not be a butterfly" in html
+    assert 'data-kind="uncertain"' in html and "<h2>Monarch or Viceroy</h2>" in html and 'id="answer-note"' in html
     assert f'data-model="{shipped_model.name}"' in html and f'data-version="{second_model.version}"' in html
     assert "87 ms" in html  # latency
 
@@ -102,8 +101,9 @@ def test_failed_photo_shows_reason_and_retry(client_for, user, django_capture_on
 
 def test_gallery_paginates_and_filters(client_for, user, shipped_model):
     for i in range(26):
-        photo = PhotoFactory(owner=user)
-        PredictionFactory(photo=photo, model_version=shipped_model, label="monarch" if i % 2 else "julia")
+        label = "monarch" if i % 2 else "julia"
+        photo = PhotoFactory(owner=user, **answer_fields("species", label))
+        PredictionFactory(photo=photo, model_version=shipped_model, label=label)
     client = client_for(user)
     first = client.get(reverse("classifier:gallery")).content.decode()
     assert first.count('class="photo-card') == 24 and "Page 1 of 2" in first
