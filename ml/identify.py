@@ -293,10 +293,10 @@ def decide(parameters: dict, model_tops, signals: dict) -> Identification:
         return Identification("unknown_species", None, (), scores)
     if top_probability >= thresholds["species"]:
         return Identification("species", combined[0][0], _candidates(combined[:3]), scores)
-    look_alikes = combined[:3]
-    if len(look_alikes) == 3 and look_alikes[2][1] < thresholds.get("third_candidate", 0.0):
-        look_alikes = look_alikes[:2]
-    if sum(p for _, p in look_alikes) >= thresholds["uncertain_mass"]:
+    if sum(p for _, p in combined[:3]) >= thresholds["uncertain_mass"]:
+        look_alikes = combined[:3]
+        if len(look_alikes) == 3 and look_alikes[2][1] < thresholds.get("third_candidate", 0.0):
+            look_alikes = look_alikes[:2]  # a third only when it is a real contender
         return Identification("uncertain", None, _candidates(look_alikes), scores)
     return Identification("unknown_species", None, nearest, scores)
 
