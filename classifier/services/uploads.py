@@ -172,11 +172,9 @@ def photo_create(*, owner, upload) -> Photo:
 
 
 def photo_delete(*, photo: Photo) -> None:
-    """Deletes the photo, its predictions and corrections, and (once committed) its files."""
-    names = [photo.original.name, photo.display.name, photo.thumbnail.name]
-    with transaction.atomic():
-        photo.delete()
-        transaction.on_commit(lambda: _delete_files(names))
+    """Deletes the photo, its predictions and corrections, and (once committed) its files: the
+    post_delete receiver in classifier/signals.py does that for every way a photo is deleted."""
+    photo.delete()
 
 
 # Orphans: stored photo files that no row refers to.
