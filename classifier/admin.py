@@ -5,6 +5,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import FileResponse, Http404
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
+from django.templatetags.static import static
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
@@ -183,7 +184,13 @@ class PhotoAdmin(admin.ModelAdmin):
         answer = selectors.photo_answer(photo)
         if answer is None:
             return "—"
-        return f"{answer.kind.replace('_', ' ')}: {answer.heading}" + (" (staff)" if answer.source == "staff" else "")
+        text = f"{answer.kind.replace('_', ' ')}: {answer.heading}" + (" (staff)" if answer.source == "staff" else "")
+        if answer.kind == "species":
+            return text
+        # No confident species: it reads as a warning (the admin's own icon), never a green tick.
+        icon = static("admin/img/icon-alert.svg")
+        return format_html('<span class="answer-warning" data-kind="{}"><img src="{}" alt="Warning:" width="14" height="14"> {}</span>',
+                           answer.kind, icon, text)
 
     @admin.display(description="flag", boolean=True)
     def flagged(self, photo):

@@ -294,6 +294,11 @@ def _review_score(photo: Photo) -> tuple[float, list[str], float, float]:
     if photo.label_flag:
         score += 3.0  # a second look at a label the models contradict comes first
         reasons.insert(0, f"label flagged: {photo.label_flag}")
+    if getattr(photo, "suggested", None):
+        from suggestions.selectors import suggestion_label_name
+
+        score += 3.0  # the owner says the answer is wrong: as urgent as a flagged label
+        reasons.insert(0, f"owner suggests: {suggestion_label_name(photo.suggested)}")
     return score, reasons, top1, margin
 
 
@@ -313,9 +318,16 @@ def _review_item(photo: Photo) -> ReviewItem:
 
 
 def _photos_needing_review() -> QuerySet:
-    """Classified photos no one has reviewed yet, and those whose label is flagged."""
+    """Classified photos no one has reviewed yet, those whose label is flagged, and those whose
+    owner suggested a label after the last review ("Not right?": `suggested` is the newest)."""
+    from suggestions.models import UserSuggestion
+
     reviewed = Exists(LabelCorrection.objects.filter(photo=OuterRef("pk")))
-    return Photo.objects.filter(status=Photo.Status.DONE).filter(~reviewed | ~Q(label_flag=""))
+    answered = LabelCorrection.objects.filter(photo=OuterRef("photo"), created_at__gte=OuterRef("created_at"))
+    open_suggestions = UserSuggestion.objects.filter(photo=OuterRef("pk")).filter(~Exists(answered)).order_by("-created_at", "-id")
+    return (Photo.objects.filter(status=Photo.Status.DONE)
+            .annotate(suggested=Subquery(open_suggestions.values("label")[:1]))
+            .filter(~reviewed | ~Q(label_flag="") | Q(suggested__isnull=False)))
 
 
 def photo_review_queue(*, limit: int = 50, pool: int = 2000, exclude_ids=()) -> list[ReviewItem]:

@@ -2,8 +2,10 @@
 show it, a staff label overrides it (the models' answer stays on record), the gallery's species
 filter and the review queue use it, and `identify_photos` queues the photos that lack one."""
 
+import html
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,12 @@ def _classified(model, top, signals):
     return photo
 
 
+def _answer_title(page: str) -> str:
+    """The text of the result's heading (templates/classifier/_result.html, #answer-title)."""
+    heading = re.search(r'<h2 class="answer-title" id="answer-title">(.*?)</h2>', page, re.S).group(1)
+    return re.sub(r"<[^>]+>", "", heading).strip()
+
+
 @pytest.fixture
 def model(shipped_model):
     ModelVersion.objects.exclude(pk=shipped_model.pk).update(is_active=False)
@@ -63,12 +71,14 @@ def test_each_kind_of_answer_is_stored_and_shown(model, client, top, signals, ki
     client.force_login(photo.owner)
     page = client.get(reverse("classifier:photo_detail", args=[photo.pk])).content.decode()
     assert f'data-kind="{kind}"' in page and 'data-source="models"' in page
-    heading = {"species": "Monarch", "uncertain": "Monarch or Viceroy",
-               "unknown_species": "A butterfly or moth this site does not know", "not_butterfly": "Not a butterfly"}[kind]
-    assert f"<h2>{heading}</h2>" in page
+    heading = {"species": "Monarch — Danaus plexippus", "uncertain": "Monarch or Viceroy? Compare them",
+               "unknown_species": "A butterfly or moth we don't know yet", "not_butterfly": "This doesn't look like a butterfly"}[kind]
+    assert _answer_title(page) == heading
     assert 'class="model"' in page  # the per-model detail stays under the answer
     gallery = client.get(reverse("classifier:gallery")).content.decode()
-    assert f'data-kind="{kind}"' in gallery and heading in gallery
+    words = {"species": "Monarch", "uncertain": "Monarch or Viceroy?", "unknown_species": "A butterfly or moth we don't know yet",
+             "not_butterfly": "Not a butterfly"}[kind]
+    assert f'data-kind="{kind}"' in gallery and f"Your photo: {words} (" in html.unescape(gallery)  # the alt text
 
 
 def test_staff_label_overrides_the_answer_which_stays_on_record(model, client, admin_user):
@@ -85,7 +95,8 @@ def test_staff_label_overrides_the_answer_which_stays_on_record(model, client, a
     assert (answer.kind, answer.label, answer.source) == ("not_butterfly", None, "staff")
     client.force_login(photo.owner)
     page = client.get(reverse("classifier:photo_detail", args=[photo.pk])).content.decode()
-    assert "<h2>Not a butterfly</h2>" in page and 'data-source="staff"' in page
+    assert _answer_title(page) == "This doesn't look like a butterfly" and 'data-source="staff"' in page
+    assert "checked by staff" in page
 
 
 def test_api_carries_the_identification(model, api_client):

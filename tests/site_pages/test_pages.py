@@ -52,3 +52,22 @@ def test_model_version_page_shows_metrics_as_a_table_and_no_editable_training_id
     assert 'id="metrics-table"' in page and "<th scope=\"row\">test_top1</th>" in page
     assert 'name="training_photo_ids"' not in page and 'name="metrics"' not in page
     assert "2 staff-labelled photos: 3, 5" in page
+
+
+def test_admin_photo_list_marks_answers_that_name_no_species_as_a_warning(client):
+    from tests.classifier.factories import PredictionFactory
+
+    uncertain = PhotoFactory(identification={"kind": "uncertain", "label": None, "scores": {},
+                                             "candidates": [{"label": "monarch", "probability": 0.5},
+                                                            {"label": "viceroy", "probability": 0.4}]},
+                             identification_kind="uncertain")
+    sure = PhotoFactory(identification={"kind": "species", "label": "monarch", "scores": {},
+                                        "candidates": [{"label": "monarch", "probability": 0.97}]},
+                        identification_kind="species", identification_label="monarch")
+    for photo in (uncertain, sure):
+        PredictionFactory(photo=photo, model_version=ModelVersion.objects.get(is_default=True))
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    page = client.get(reverse("admin:classifier_photo_changelist")).content.decode()
+    rows = {pk: row for pk, row in ((int(m.split('"')[0]), m) for m in page.split('name="_selected_action" value="')[1:])}
+    assert "icon-alert.svg" in rows[uncertain.pk] and "uncertain: Monarch or Viceroy" in rows[uncertain.pk]
+    assert "icon-alert.svg" not in rows[sure.pk] and "icon-yes.svg" not in rows[uncertain.pk]
