@@ -64,9 +64,10 @@ class UserSuggestionAdmin(admin.ModelAdmin):
 
     @admin.display(description="models said")
     def models_said(self, suggestion):
-        label = getattr(suggestion.photo, "identification_label", "") or ""
-        kind = getattr(suggestion.photo, "identification_kind", "") or ""
-        return species.name(label) if label else kind.replace("_", " ") or "—"
+        photo = suggestion.photo  # the models' answer, kept beside any staff label
+        if photo.identification_label:
+            return species.name(photo.identification_label)
+        return photo.identification_kind.replace("_", " ") or "—"
 
     @admin.display(description="staff label", ordering="photo__label")
     def staff_label(self, suggestion):

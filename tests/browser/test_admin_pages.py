@@ -54,3 +54,28 @@ def test_model_version_page_shows_tables_and_no_editable_ids(page, live_server, 
     assert page.locator("#per-class-recall").is_visible()
     assert page.locator("#per-class-recall tbody tr").count() >= 49
     screenshot("admin-model-version")
+
+
+def test_an_answer_that_names_no_species_reads_as_a_warning(page, live_server, staff, sign_in_as, screenshot):
+    from tests.classifier.factories import PredictionFactory
+
+    def answered(kind, label, candidates):
+        photo = PhotoFactory(identification={"kind": kind, "label": label, "scores": {},
+                                             "candidates": [{"label": k, "probability": p} for k, p in candidates]},
+                             identification_kind=kind, identification_label=label or "")
+        PredictionFactory(photo=photo, model_version=ModelVersion.objects.get(is_default=True), label=candidates[0][0],
+                          probability=candidates[0][1])
+        return photo
+
+    unsure = answered("uncertain", None, [("monarch", 0.5), ("viceroy", 0.4)])
+    sure = answered("species", "peacock", [("peacock", 0.98)])
+    sign_in_as(page, staff)
+    page.goto(live_server.url + "/admin/classifier/photo/")
+    unsure_row = page.locator("#result_list tbody tr").filter(has=page.locator(f'input[value="{unsure.pk}"]'))
+    sure_row = page.locator("#result_list tbody tr").filter(has=page.locator(f'input[value="{sure.pk}"]'))
+    warning = unsure_row.locator(".answer-warning img")
+    assert warning.is_visible() and warning.get_attribute("alt") == "Warning:"
+    assert "icon-alert.svg" in warning.get_attribute("src")
+    assert unsure_row.locator('img[src*="icon-yes"]').count() == 0  # no green tick for an unsure answer
+    assert sure_row.locator(".answer-warning").count() == 0
+    screenshot("admin-photo-list")
