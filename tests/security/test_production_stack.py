@@ -58,7 +58,9 @@ class Browser:
 def stack(bucket, postgres_database, redis_url, tmp_path):
     env = production_env(**bucket_env(bucket), DATABASE_URL=postgres_database, REDIS_URL=redis_url,
                          ML_ARTIFACTS_CACHE_DIR=tmp_path / "artifact-cache", PORT=free_port(), WEB_CONCURRENCY=2,
-                         DJANGO_STATIC_ROOT=tmp_path / "staticfiles")
+                         DJANGO_STATIC_ROOT=tmp_path / "staticfiles",
+                         # Default counts in windows that cannot roll over in the middle of the test.
+                         RATELIMIT_LOGIN_IP="30/h", RATELIMIT_LOGIN_IP_USERNAME="10/h", RATELIMIT_LOGIN_IP_USERNAME_HOURLY="30/d")
     manage(env, "collectstatic", "--noinput", "-v", "0")
     release = subprocess.run(["bash", "-c", procfile_command("release")], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=300)
