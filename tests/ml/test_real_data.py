@@ -47,7 +47,7 @@ def test_manifest_lists_shipped_artifacts_and_a_default():
         backbones.add((metadata.backbone, metadata.weights))
         total += sum(p.stat().st_size for p in (ARTIFACTS / name).rglob("*") if p.is_file())
     assert len(backbones) == len(manifest["artifacts"])  # really different models
-    assert total <= 42 * 2**20
+    assert total <= 80 * 2**20  # model.keras + its float32 model.tflite (about as large) + reports
     default = artifact.read_metadata(ARTIFACTS / manifest["default"])
     assert default.metrics["test_top1"] >= 0.97
 
