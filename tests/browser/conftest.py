@@ -37,13 +37,13 @@ def page(browser):
 
 @pytest.fixture
 def screenshot(request, tmp_path):
-    """Save a full-page screenshot of `on` (the desktop `page` unless given, e.g. phone_page);
+    """Save a (full-page unless told) screenshot of `on` (the desktop `page` unless given, e.g. phone_page);
     SCREENSHOT_DIR=docs/screenshots refreshes the ones in the docs."""
     folder = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
 
-    def take(name, on=None):
+    def take(name, on=None, full_page=True):
         folder.mkdir(parents=True, exist_ok=True)
-        (on or request.getfixturevalue("page")).screenshot(path=str(folder / f"{name}.png"), full_page=True)
+        (on or request.getfixturevalue("page")).screenshot(path=str(folder / f"{name}.png"), full_page=full_page)
 
     return take
 
@@ -55,7 +55,7 @@ PHONE = {"width": 390, "height": 844}
 @pytest.fixture
 def phone_page(browser):
     """A 390x844 phone viewport with touch, as an iPhone 12-14 shows a page."""
-    context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    context = browser.new_context(viewport=PHONE, device_scale_factor=1, is_mobile=True, has_touch=True)
     context.set_default_timeout(15_000)
     page = context.new_page()
     yield page
@@ -149,7 +149,9 @@ def photo_of(request):
         names = {kind: default_storage.save(unguessable_name(kind, "jpg"), ContentFile(data)) for kind, data in (
             ("originals", content), ("display", images.reencode(content, images.DISPLAY_MAX_SIDE)),
             ("thumbnails", images.reencode(content, images.THUMBNAIL_MAX_SIDE)))}
+        checked = images.check_image(content, max_pixels=10**8)
         return PhotoFactory(owner=owner, original=names["originals"], display=names["display"],
-                            thumbnail=names["thumbnails"], size_bytes=len(content), **fields)
+                            thumbnail=names["thumbnails"], size_bytes=len(content), width=checked.width,
+                            height=checked.height, image_format=checked.image_format, **fields)
 
     return make

@@ -41,6 +41,17 @@ def test_landing_fits_one_phone_screen(phone_page, live_server, axe_source, scre
     screenshot("landing-phone", on=phone_page)
 
 
+def test_species_list_and_page_on_a_phone(phone_page, live_server, axe_source, screenshot):
+    phone_page.goto(live_server.url + "/species/")
+    columns = phone_page.evaluate("getComputedStyle(document.getElementById('species-list')).gridTemplateColumns.split(' ').length")
+    assert columns >= 2 and phone_page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert axe_serious(phone_page, axe_source) == []
+    screenshot("species-list-phone", on=phone_page, full_page=False)  # the first screen of 49
+    phone_page.goto(live_server.url + "/species/viceroy/")
+    assert axe_serious(phone_page, axe_source) == []
+    screenshot("species-page-phone", on=phone_page)
+
+
 def test_species_list_shows_every_species_with_photo_name_and_scientific_name(page, live_server, axe_source, screenshot):
     page.goto(live_server.url + "/species/")
     cards = page.locator("#species-list [data-species-key]")
@@ -54,7 +65,7 @@ def test_species_list_shows_every_species_with_photo_name_and_scientific_name(pa
         "imgs => imgs.filter(i => { i.loading = 'eager'; return i.complete && i.naturalWidth === 0; }).length")
     assert broken == 0
     assert axe_serious(page, axe_source) == []
-    screenshot("species-list")
+    screenshot("species-list", full_page=False)  # the first screen of 49
     monarch.locator("a").click()
     page.wait_for_url(re.compile(r"/species/monarch/$"))
 
