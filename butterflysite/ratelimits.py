@@ -117,9 +117,10 @@ def rate_limit(group: str, rate_settings: dict[str, str], *, methods=("POST",), 
         @wraps(view)
         def wrapped(request, *args, **kwargs):
             if request.method in methods:
-                if api:
-                    # A body the API refuses to parse (ParseError: 400 with its message) is refused
-                    # here, before the limits read the username from it.
+                if api and any(KEYS[kind] is _ip_username_key for kind in rate_settings):
+                    # The limits read the username from the body: one the API refuses to parse
+                    # (ParseError: 400 with its message) is refused here. Other limits (uploads)
+                    # count the request before its body is read.
                     request.data  # noqa: B018
                 limits = limits_from_settings(rate_settings)
                 wait = seconds_until_allowed(request, group, limits)

@@ -331,6 +331,9 @@ else:
         "default": {
             "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
             "LOCATION": str(VAR_DIR / "cache"),
+            # Past MAX_ENTRIES (300 by default) the file cache deletes a third of its entries at
+            # random, rate-limit counters included: a limit would then forget what it counted.
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
         }
     }
 
