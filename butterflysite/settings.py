@@ -315,9 +315,9 @@ RETRAIN_HOLDOUT_FRACTION = float(env_str("RETRAIN_HOLDOUT_FRACTION", "0.25"))
 # the labels touch (0.15: 3 of 20 photos), before a promotion is refused.
 RETRAIN_MAX_BENCHMARK_DROP = float(env_str("RETRAIN_MAX_BENCHMARK_DROP", "0.005"))
 RETRAIN_MAX_CLASS_RECALL_DROP = float(env_str("RETRAIN_MAX_CLASS_RECALL_DROP", "0.15"))
-# The classification queue by default, so the ordinary worker runs retrains; a dedicated worker
-# (-Q retrain, RETRAIN_TASK_QUEUE=retrain) keeps long retrains from delaying photos.
-RETRAIN_TASK_QUEUE = env_str("RETRAIN_TASK_QUEUE") or CLASSIFIER_TASK_QUEUE
+# Empty: the classification queue (CLASSIFIER_TASK_QUEUE), so the ordinary worker runs retrains;
+# a dedicated worker (-Q retrain, RETRAIN_TASK_QUEUE=retrain) keeps long retrains from delaying photos.
+RETRAIN_TASK_QUEUE = env_str("RETRAIN_TASK_QUEUE")
 # A retrain still running after this many seconds is stopped and its run marked failed.
 RETRAIN_SOFT_TIME_LIMIT = env_int("RETRAIN_SOFT_TIME_LIMIT", 3 * 3600)
 

@@ -77,13 +77,17 @@ def _refuse_while_busy() -> None:
         raise ValidationError(f"{busy} is still {busy.get_status_display().lower()}; wait for it to finish.")
 
 
+def _task_queue() -> str:
+    return settings.RETRAIN_TASK_QUEUE or settings.CLASSIFIER_TASK_QUEUE
+
+
 def retrain_run_request(*, requested_by=None, **options) -> RetrainRun:
     """Creates a run and queues the Celery task that executes it (once the run is committed)."""
     from retraining.tasks import retrain_run_task
 
     with transaction.atomic():
         run = retrain_run_create(requested_by=requested_by, **options)
-        transaction.on_commit(lambda: retrain_run_task.apply_async(args=[run.pk], queue=settings.RETRAIN_TASK_QUEUE))
+        transaction.on_commit(lambda: retrain_run_task.apply_async(args=[run.pk], queue=_task_queue()))
     return run
 
 
@@ -276,7 +280,7 @@ def photos_reclassify(*, model_version_id: int, batch_size: int = 32) -> int:
 def photos_reclassify_request(*, model_version: ModelVersion) -> None:
     from retraining.tasks import reclassify_photos_task
 
-    transaction.on_commit(lambda: reclassify_photos_task.apply_async(args=[model_version.pk], queue=settings.RETRAIN_TASK_QUEUE))
+    transaction.on_commit(lambda: reclassify_photos_task.apply_async(args=[model_version.pk], queue=_task_queue()))
 
 
 # Export of staff labels
