@@ -30,7 +30,12 @@ from django.core.files import File
 from django.core.files.storage import default_storage
 
 PREFIX = "storage:"
-FILES = ("model.keras", "metadata.json")
+# model.tflite is what workers serve (LiteRT, no TensorFlow on the slug); model.keras stays the
+# source of truth. metadata.json last: its presence marks a complete upload.
+FILES = ("model.keras", "model.tflite", "metadata.json")
+EXPORT_FILE = "model.tflite"
+# Artifacts published before LiteRT exports have no model.tflite: still fetched (served by Keras).
+REQUIRED_FILES = tuple(f for f in FILES if f != EXPORT_FILE)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -53,18 +58,20 @@ def _key(name: str, filename: str) -> str:
 
 
 def publish(directory: str | Path, name: str, storage=None) -> str:
-    """Upload an artifact directory (model.keras + metadata.json) and return its reference."""
+    """Upload an artifact directory (model.keras, its checked model.tflite, metadata.json) and
+    return its reference. An artifact without model.tflite is refused: workers serve the export."""
     storage = storage or default_storage
     directory = Path(directory)
     _check_name(name)
     for filename in FILES:
         if not (directory / filename).is_file():
-            raise ArtifactStoreError(f"no {filename} in {directory}")
+            hint = " (export it with `python -m ml export DIR`: workers serve it without TensorFlow)" \
+                if filename == EXPORT_FILE else ""
+            raise ArtifactStoreError(f"no {filename} in {directory}{hint}")
     for filename in FILES:
         key = _key(name, filename)
         if storage.exists(key):
             raise ArtifactStoreError(f"{key} already exists: published artifacts are immutable")
-    # metadata.json last: its presence marks a complete upload.
     for filename in FILES:
         with open(directory / filename, "rb") as handle:
             saved = storage.save(_key(name, filename), File(handle, name=filename))
@@ -85,13 +92,15 @@ def local_dir(reference: str, storage=None) -> Path:
     name = _check_name(stored.name)
     cache = Path(settings.ML_ARTIFACTS_CACHE_DIR)
     target = cache / name
-    if all((target / filename).is_file() for filename in FILES):
+    if all((target / filename).is_file() for filename in REQUIRED_FILES):
         return target
     cache.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache))
     try:
         for filename in FILES:
             key = _key(name, filename)
+            if filename == EXPORT_FILE and not storage.exists(key):
+                continue  # published before exports: served by Keras, with a warning
             try:
                 source = storage.open(key, "rb")
             except (FileNotFoundError, OSError) as error:
@@ -102,7 +111,7 @@ def local_dir(reference: str, storage=None) -> Path:
             os.rename(partial, target)
         except OSError:
             # Another process finished first (the target exists and is complete): use theirs.
-            if not all((target / filename).is_file() for filename in FILES):
+            if not all((target / filename).is_file() for filename in REQUIRED_FILES):
                 raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)

@@ -30,7 +30,8 @@ def test_publish_then_fetch_gives_identical_files(s3_storage, bucket, tmp_path):
     reference = artifact_store.publish(SHIPPED, "retrained_v2", storage=s3_storage)
     assert reference == "storage:artifacts/retrained_v2"
     keys = {item["Key"] for item in bucket["client"].list_objects_v2(Bucket=bucket["name"])["Contents"]}
-    assert keys == {"artifacts/retrained_v2/model.keras", "artifacts/retrained_v2/metadata.json"}
+    assert keys == {"artifacts/retrained_v2/model.keras", "artifacts/retrained_v2/model.tflite",
+                    "artifacts/retrained_v2/metadata.json"}
 
     local = artifact_store.local_dir(reference, storage=s3_storage)
     assert local == tmp_path / "cache" / "retrained_v2"
@@ -77,7 +78,26 @@ def test_the_fetched_artifact_loads_as_a_predictor(s3_storage):
 
     local = artifact_store.local_dir(artifact_store.publish(SHIPPED, "loadable", storage=s3_storage), storage=s3_storage)
     predictor = Predictor.load(local)
+    assert predictor.runtime == "litert"  # served without TensorFlow
     assert predictor.classes == Predictor.load(SHIPPED).classes
+
+
+def test_an_artifact_without_its_export_is_refused_and_nothing_uploaded(s3_storage, bucket, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(SHIPPED, old)
+    (old / "model.tflite").unlink()
+    with pytest.raises(artifact_store.ArtifactStoreError, match="no model.tflite in .*python -m ml export"):
+        artifact_store.publish(old, "no_export", storage=s3_storage)
+    assert "Contents" not in bucket["client"].list_objects_v2(Bucket=bucket["name"], Prefix="artifacts/no_export/")
+
+
+def test_an_artifact_published_before_exports_still_fetches(s3_storage, bucket, tmp_path):
+    reference = artifact_store.publish(SHIPPED, "legacy", storage=s3_storage)
+    bucket["client"].delete_object(Bucket=bucket["name"], Key="artifacts/legacy/model.tflite")
+    local = artifact_store.local_dir(reference, storage=s3_storage)
+    assert sorted(p.name for p in local.iterdir()) == ["metadata.json", "model.keras"]
 
 
 @pytest.mark.django_db
