@@ -229,3 +229,156 @@ def measure_int8(model, metadata: artifact.ArtifactMetadata, float32_tflite: Pat
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_bytes(content)
     return figures
+
+
+# -- models with several named outputs (the identifier's open-set model) ---------------------------
+
+def convert_named(model, input_size: int, names: Sequence[str]) -> bytes:
+    """The float32 .tflite bytes of a Keras model with several outputs, served under one signature
+    ("serve") whose outputs are keyed by `names` (in the model's output order). LiteRT reads
+    them back by these keys, so no caller depends on the order the converter gives the tensors."""
+    import keras
+    import tensorflow as tf
+
+    names = list(names)
+    if len(model.outputs) != len(names):
+        raise ExportError(f"the model has {len(model.outputs)} outputs, {len(names)} names given")
+
+    def serve(pixels):
+        return dict(zip(names, model(pixels, training=False)))
+
+    with tempfile.TemporaryDirectory(prefix="export-") as saved_model:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serve", serve,
+                             input_signature=[tf.TensorSpec((None, input_size, input_size, 3), tf.float32, name="pixels")])
+        archive.write_out(saved_model, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=["serve"])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        try:
+            return converter.convert()
+        except Exception as error:  # the converter raises many kinds of errors
+            raise ExportError(f"cannot convert the model to LiteRT: {error}") from error
+
+
+def identifier_check_photos(data_root: str | Path, per_folder: int = 2, seed: int = SEED) -> list[Path]:
+    """Real photos for the identifier's export check: `per_folder` photos of every species folder
+    of butterflies50/train and of other_lepidoptera (known species, unknown
+    butterflies and moths), the same every time. `data_root` is ../shared/data."""
+    from ml import data
+
+    root = Path(data_root)
+    rng = np.random.default_rng(seed)
+    photos: list[Path] = []
+    folders = sorted(p for p in (root / "butterflies50" / "train").iterdir() if p.is_dir())
+    folders += sorted(p for p in (root / "other_lepidoptera").iterdir() if p.is_dir())
+    for folder in folders:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in data.IMAGE_SUFFIXES)
+        picked = rng.choice(len(files), size=min(per_folder, len(files)), replace=False)
+        photos += [files[i] for i in sorted(picked)]
+    return photos
+
+
+def compare_identifier(reference, exported, check_photos: Sequence[str | Path], model_tops) -> dict:
+    """Figures of an exported identifier against the Keras one on the same photos: the largest
+    difference of each raw output and of each numeric signal, photos whose nearest species or
+    identification differ. `model_tops`: each photo's classifier top-5 lists (default first)."""
+    from ml import identify
+
+    figures: dict = {"photos": len(check_photos), "max_output_diff": {}, "max_signal_diff": 0.0,
+                     "max_score_diff": 0.0, "nearest_disagreements": 0, "identification_disagreements": 0}
+    for start in range(0, len(check_photos), CHECK_BATCH):
+        paths = check_photos[start:start + CHECK_BATCH]
+        pixels = images.to_batch(list(paths), reference.input_size)
+        ours, theirs = reference.outputs(pixels), exported.outputs(pixels)
+        for name in identify.OUTPUTS:
+            diff = float(np.abs(ours[name] - theirs[name]).max())
+            figures["max_output_diff"][name] = max(figures["max_output_diff"].get(name, 0.0), diff)
+        for offset, (a, b) in enumerate(zip(reference.signals(pixels), exported.signals(pixels))):
+            for key, value in a.items():
+                if isinstance(value, str):
+                    figures["nearest_disagreements"] += int(value != b[key])
+                else:
+                    figures["max_signal_diff"] = max(figures["max_signal_diff"], abs(value - b[key]))
+            tops = model_tops[start + offset]
+            ours_id, theirs_id = reference.identify(tops, a), exported.identify(tops, b)
+            # The same answer: kind, species and candidates. Its scores are reported, not held to
+            # 1e-4: the lepidoptera score is a log of a mass that can be ~0, which magnifies tiny
+            # differences of the signals.
+            if (ours_id.kind, ours_id.label, ours_id.candidates) != (theirs_id.kind, theirs_id.label, theirs_id.candidates):
+                figures["identification_disagreements"] += 1
+            for key, value in ours_id.scores.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    figures["max_score_diff"] = max(figures["max_score_diff"], abs(value - theirs_id.scores[key]))
+    return figures
+
+
+def shipped_tops(check_photos: Sequence[str | Path], artifacts_root: str | Path) -> list[list]:
+    """Each photo's top-5 lists from the shipped classifiers (default first), as the worker stores them."""
+    from ml.identify import shipped_artifacts
+    from ml.predict import Predictor
+
+    predictors = [Predictor.load(d) for d in shipped_artifacts(artifacts_root)]
+    tops: list[list] = [[] for _ in check_photos]
+    for predictor in predictors:
+        for start in range(0, len(check_photos), CHECK_BATCH):
+            batch = list(check_photos[start:start + CHECK_BATCH])
+            for i, prediction in enumerate(predictor.predict(batch)):
+                tops[start + i].append([(label.label, label.probability) for label in prediction.top])
+    return tops
+
+
+def export_identifier(directory: str | Path, data_root: str | Path, artifacts_root: str | Path,
+                      per_folder: int = 2) -> dict:
+    """Export the identifier artifact's open-set model.keras to a float32 model.tflite, checked on
+    real photos (`identifier_check_photos`): every raw output within MAX_PROBABILITY_DIFF, every
+    signal within MAX_PROBABILITY_DIFF, the same nearest species and the same identification
+    (with the shipped classifiers' tops). Only then written, and the figures recorded in its
+    metadata.json under "export"; otherwise ExportError and nothing written."""
+    import json
+
+    from ml import identify
+
+    directory = Path(directory)
+    reference = identify.Identifier.load(directory, runtime=identify.KERAS)
+    content = convert_named(reference.model, reference.input_size, identify.OUTPUTS)
+    exported = identify.Identifier(reference.parameters, reference.arrays,
+                                   identify.NamedLiteRTModel(content), directory)
+    photos = identifier_check_photos(data_root, per_folder)
+    figures = compare_identifier(reference, exported, photos, shipped_tops(photos, artifacts_root))
+    worst = max(max(figures["max_output_diff"].values()), figures["max_signal_diff"])
+    target = directory / identify.TFLITE_FILE
+    if worst >= MAX_PROBABILITY_DIFF or figures["nearest_disagreements"] or figures["identification_disagreements"]:
+        raise ExportError(
+            f"refused the LiteRT export of {directory}: on {figures['photos']} check photos outputs or signals "
+            f"differ by up to {worst:.3g} (allowed: under {MAX_PROBABILITY_DIFF:g}), the nearest species on "
+            f"{figures['nearest_disagreements']} and the identification on "
+            f"{figures['identification_disagreements']}; {target} was not written")
+    figures.update({"format": "litert", "dtype": "float32", "file": target.name,
+                    "mb": round(len(content) / 1e6, 2), "max_diff_allowed": MAX_PROBABILITY_DIFF,
+                    "check_set": f"{per_folder} photos of each butterflies50/train and other_lepidoptera folder"})
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(content)
+    temporary.replace(target)
+    metadata_path = directory / identify.METADATA_FILE
+    metadata = json.loads(metadata_path.read_text())
+    metadata["export"] = figures
+    metadata_path.write_text(json.dumps(metadata, indent=2) + "\n")
+    return figures
+
+
+if __name__ == "__main__":
+    # python -m ml.export identifier [ARTIFACT_DIR] [DATA_ROOT]: the identifier's checked export.
+    import json
+    import sys
+
+    args = sys.argv[1:]
+    if not args or args[0] != "identifier":
+        sys.exit("usage: python -m ml.export identifier [artifacts/identifier] [../shared/data]")
+    root = Path(__file__).resolve().parents[1]
+    ident_dir = Path(args[1]) if len(args) > 1 else root / "artifacts" / "identifier"
+    data_root = Path(args[2]) if len(args) > 2 else root.parent / "shared" / "data"
+    try:
+        print(json.dumps(export_identifier(ident_dir, data_root, root / "artifacts")))
+    except ExportError as error:
+        sys.exit(str(error))

@@ -10,19 +10,31 @@ a photo shows a butterfly or moth at all and whether it looks like one of the sp
 knows. `identify` combines those signals with the classifiers' top-5 lists (default model first)
 under the parameters fitted by scripts/build_identifier.py (see docs/ml.md, "Identification").
 
-Importing this module does not import TensorFlow; `Identifier.load` and `signals` do.
+The open-set model is served from the artifact's model.tflite (its checked float32 LiteRT export,
+ml/export.py `export_identifier`) with ai-edge-litert: no TensorFlow in the process. An artifact
+without model.tflite is served by its model.keras (TensorFlow), with a warning.
+Importing this module imports neither.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+logger = logging.getLogger(__name__)
+
 KINDS = ("species", "uncertain", "unknown_species", "not_butterfly")
 MODEL_FILE = "model.keras"
+TFLITE_FILE = "model.tflite"
+SIGNATURE = "serve"  # the export's signature; its outputs are keyed by the names in OUTPUTS
+KERAS = "keras"
+LITERT = "litert"
 PARAMETERS_FILE = "parameters.json"
 ARRAYS_FILE = "parameters.npz"  # the fitted arrays: class centroids, the "known species" logistic
 METADATA_FILE = "metadata.json"
@@ -120,6 +132,36 @@ def combine_tops(model_tops) -> list[tuple[str, float]]:
     return sorted(((label, total / len(tops)) for label, total in mass.items()), key=lambda item: (-item[1], item[0]))
 
 
+class NamedLiteRTModel:
+    """A .tflite model with one "serve" signature, run by ai-edge-litert (XNNPACK) without
+    TensorFlow: a (batch, size, size, 3) float32 batch in, a dict of the OUTPUTS by name out.
+    The outputs are read by their signature keys, never by tensor position."""
+
+    def __init__(self, model: bytes | str | Path, num_threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        threads = num_threads or len(os.sched_getaffinity(0))
+        if isinstance(model, (bytes, bytearray)):
+            self.interpreter = Interpreter(model_content=bytes(model), num_threads=threads)
+        else:
+            self.interpreter = Interpreter(model_path=str(model), num_threads=threads)
+        signatures = self.interpreter.get_signature_list()
+        if SIGNATURE not in signatures:
+            raise IdentifierError(f"the export has no {SIGNATURE!r} signature (has {sorted(signatures)})")
+        names = signatures[SIGNATURE]["outputs"]
+        if sorted(names) != sorted(OUTPUTS) or len(signatures[SIGNATURE]["inputs"]) != 1:
+            raise IdentifierError(f"the export's outputs are {sorted(names)}, expected {sorted(OUTPUTS)}")
+        [self._input] = signatures[SIGNATURE]["inputs"]
+        self._runner = self.interpreter.get_signature_runner(SIGNATURE)
+        self._lock = threading.Lock()  # one interpreter runs one batch at a time
+
+    def __call__(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        pixels = np.ascontiguousarray(pixels, np.float32)
+        with self._lock:
+            outputs = self._runner(**{self._input: pixels})
+        return {name: np.array(outputs[name]) for name in OUTPUTS}
+
+
 class Identifier:
     """The open-set model and the fitted parameters of one identifier artifact directory."""
 
@@ -128,11 +170,15 @@ class Identifier:
         self.arrays = dict(arrays or {})
         self.directory = directory
         self.input_size = int(parameters.get("input_size", INPUT_SIZE))
+        # A NamedLiteRTModel (served) or a Keras model (artifacts without an export; export checks).
         self.model = model
+        self.runtime = LITERT if isinstance(model, NamedLiteRTModel) else KERAS
         self._forward = None
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Identifier":
+    def load(cls, directory: str | Path, runtime: str | None = None) -> "Identifier":
+        """`runtime`: None serves model.tflite when the artifact has one, else model.keras (with a
+        warning); "keras" or "litert" insists on one (export checks, benchmarks)."""
         directory = Path(directory)
         try:
             parameters = json.loads((directory / PARAMETERS_FILE).read_text())
@@ -140,15 +186,31 @@ class Identifier:
             raise IdentifierError(f"no {PARAMETERS_FILE} in {directory}") from None
         except json.JSONDecodeError as error:
             raise IdentifierError(f"unreadable {directory / PARAMETERS_FILE}: {error}") from None
-        model_path = directory / MODEL_FILE
-        if not model_path.is_file():
-            raise IdentifierError(f"no {MODEL_FILE} in {directory}")
-        import keras
+        tflite = directory / TFLITE_FILE
+        if runtime is None:
+            runtime = LITERT if tflite.is_file() else KERAS
+            if runtime == KERAS:
+                logger.warning("%s has no %s: serving its Keras open-set model, which imports TensorFlow; "
+                               "export it with `python -m ml.export identifier %s`", directory, TFLITE_FILE, directory)
+        if runtime == LITERT:
+            if not tflite.is_file():
+                raise IdentifierError(f"no {TFLITE_FILE} in {directory}")
+            try:
+                model = NamedLiteRTModel(tflite)
+            except (ValueError, RuntimeError) as error:
+                raise IdentifierError(f"cannot load {tflite}: {error}") from error
+        elif runtime == KERAS:
+            model_path = directory / MODEL_FILE
+            if not model_path.is_file():
+                raise IdentifierError(f"no {MODEL_FILE} in {directory}")
+            import keras
 
-        try:
-            model = keras.saving.load_model(model_path, compile=False)
-        except Exception as error:  # a truncated or corrupt file raises many kinds of errors
-            raise IdentifierError(f"cannot load {model_path}: {error}") from error
+            try:
+                model = keras.saving.load_model(model_path, compile=False)
+            except Exception as error:  # a truncated or corrupt file raises many kinds of errors
+                raise IdentifierError(f"cannot load {model_path}: {error}") from error
+        else:
+            raise ValueError(f"unknown runtime {runtime!r}: {KERAS!r} or {LITERT!r}")
         try:
             with np.load(directory / ARRAYS_FILE) as stored:
                 arrays = {name: stored[name] for name in stored.files}
@@ -164,15 +226,17 @@ class Identifier:
         """The open-set model's raw outputs for a batch of RGB pixels (0..255) at input_size."""
         if self.model is None:
             raise IdentifierError("this identifier has no open-set model loaded")
+        pixels = np.asarray(pixels, np.float32)
+        if len(pixels) == 0:
+            return {name: np.zeros((0, 0), np.float32) for name in OUTPUTS}
+        if self.runtime == LITERT:
+            return self.model(pixels)
         if self._forward is None:
             import tensorflow as tf
 
             size = self.input_size
             self._forward = tf.function(lambda x: self.model(x, training=False),
                                         input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32)])
-        pixels = np.asarray(pixels, np.float32)
-        if len(pixels) == 0:
-            return {name: np.zeros((0, 0), np.float32) for name in OUTPUTS}
         return {name: np.asarray(value) for name, value in zip(OUTPUTS, self._forward(pixels))}
 
     def signals(self, pixels: np.ndarray) -> list[dict]:

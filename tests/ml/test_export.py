@@ -149,3 +149,24 @@ def test_shipped_exports_classify_validation_photos_like_their_keras_models(name
     recorded = litert.metadata.export
     assert recorded["photos"] == 801 and recorded["top1_disagreements"] == 0
     assert recorded["max_probability_diff"] < export.MAX_PROBABILITY_DIFF
+
+
+def test_named_outputs_are_read_back_by_name_not_position():
+    import keras
+
+    from ml import identify
+
+    keras.utils.set_random_seed(0)
+    pixels = keras.Input((SIZE, SIZE, 3), name="pixels")
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3)(keras.layers.Rescaling(1 / 255)(pixels)))
+    outputs = [keras.layers.Dense(n, activation="softmax", name=name)(features)
+               for n, name in ((7, identify.OUTPUTS[0]), (5, identify.OUTPUTS[1]))]
+    model = keras.Model(pixels, [*outputs, keras.layers.Identity(name=identify.OUTPUTS[2])(features)])
+    served = identify.NamedLiteRTModel(export.convert_named(model, SIZE, identify.OUTPUTS))
+    for batch in (1, 4):
+        x = photos(batch, seed=batch)
+        got = served(x)
+        for name, expected in zip(identify.OUTPUTS, model(x)):
+            np.testing.assert_allclose(got[name], np.asarray(expected), atol=1e-5)
+    with pytest.raises(export.ExportError, match="3 outputs, 2 names"):
+        export.convert_named(model, SIZE, identify.OUTPUTS[:2])

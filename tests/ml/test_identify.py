@@ -145,3 +145,57 @@ def test_cli_answers_good_images_and_flags_bad_ones(identifier, butterflies_dir,
                                             {"image", "kind", "label", "name", "candidates"},
                                             {"image", "error"}]
     assert lines[1]["kind"] == "species" and lines[1]["label"] == "monarch" and lines[1]["name"] == "Monarch"
+
+
+# -- serving the open-set model with LiteRT ----------------------------------------------------
+
+needs_export = pytest.mark.skipif(not (IDENTIFIER_DIR / identify.TFLITE_FILE).is_file(),
+                                  reason=f"needs {IDENTIFIER_DIR / identify.TFLITE_FILE} (python -m ml.export identifier)")
+
+
+@needs_export
+def test_shipped_identifier_serves_its_export_without_tensorflow():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from ml.identify import Identifier, LITERT\n"
+        f"identifier = Identifier.load({str(IDENTIFIER_DIR)!r})\n"
+        "assert identifier.runtime == LITERT, identifier.runtime\n"
+        "[s] = identifier.signals(np.full((1, 224, 224, 3), 128, np.float32))\n"
+        "assert 'known' in s and 'nearest' in s, s\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+@needs_export
+def test_export_gives_the_keras_signals_and_answers_on_real_photos(butterflies_dir):
+    from ml import export
+
+    photos = export.identifier_check_photos(butterflies_dir.parent, per_folder=1)[::6]
+    keras_identifier = Identifier.load(IDENTIFIER_DIR, runtime=identify.KERAS)
+    served = Identifier.load(IDENTIFIER_DIR)
+    assert served.runtime == identify.LITERT
+    figures = export.compare_identifier(keras_identifier, served, photos,
+                                        export.shipped_tops(photos, ROOT / "artifacts"))
+    assert figures["photos"] == len(photos) >= 10
+    assert max(figures["max_output_diff"].values()) < export.MAX_PROBABILITY_DIFF
+    assert figures["max_signal_diff"] < export.MAX_PROBABILITY_DIFF
+    assert figures["nearest_disagreements"] == figures["identification_disagreements"] == 0
+
+
+def test_an_artifact_without_export_is_served_by_keras_with_a_warning(tmp_path, caplog):
+    if not (IDENTIFIER_DIR / identify.MODEL_FILE).is_file():
+        pytest.skip(f"needs {IDENTIFIER_DIR} (built by scripts/build_identifier.py)")
+    for name in (identify.PARAMETERS_FILE, identify.ARRAYS_FILE, identify.MODEL_FILE):
+        (tmp_path / name).symlink_to(IDENTIFIER_DIR / name)
+    with caplog.at_level("WARNING", logger="ml.identify"):
+        old = Identifier.load(tmp_path)
+    assert old.runtime == identify.KERAS
+    assert "no model.tflite" in caplog.text
+    with pytest.raises(identify.IdentifierError, match="no model.tflite"):
+        Identifier.load(tmp_path, runtime=identify.LITERT)
