@@ -8,6 +8,7 @@ TensorFlow.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import logging
 import shutil
 import tempfile
@@ -29,6 +30,9 @@ from classifier import selectors as classifier_selectors
 from classifier import services as classifier_services
 from classifier.models import ModelVersion, Photo
 from retraining.models import RetrainRun
+
+# What a retrain imports beyond the serving slug (requirements-ml.txt).
+TRAINING_MODULES = ("tensorflow", "keras", "sklearn", "matplotlib")
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +111,11 @@ def retrain_run_execute(*, run_id: int) -> RetrainRun:
     run = RetrainRun.objects.get(pk=run_id)
     out_dir, made_out_dir = None, False
     try:
+        missing = [name for name in TRAINING_MODULES if importlib.util.find_spec(name) is None]
+        if missing:  # a slug worker (requirements.txt): it serves, it cannot train
+            raise ValidationError(
+                f"This worker cannot retrain: {', '.join(missing)} not installed (training extras, "
+                "requirements-ml.txt). Retrains run on a worker that has them: see docs/retraining.md.")
         baseline = classifier_selectors.model_version_get_default()
         if baseline is None:
             raise ValidationError("No default model version: make one the default in the admin first.")

@@ -91,6 +91,7 @@ def test_register_a_model_published_to_storage(settings, tmp_path):
     settings.ML_ARTIFACTS_CACHE_DIR = tmp_path / "cache"
     source = _artifact(tmp_path / "trained", "late_model", classes=("x", "y", "z"))
     (source / "model.keras").write_bytes(b"not really a model, never loaded here")
+    (source / "model.tflite").write_bytes(b"not really an export, never loaded here")  # publish needs both
     reference = artifact_store.publish(source, "late_model")
 
     version = services.model_version_register(artifact_dir=reference)
