@@ -58,7 +58,7 @@ def run_keras(out: Path, test_dir: Path) -> None:
     from ml.predict import Predictor
 
     for name in artifacts():
-        predictor = Predictor.load(ROOT / "artifacts" / name)
+        predictor = Predictor.load(ROOT / "artifacts" / name, runtime="keras")  # exports from the Keras model
         target = out / name
         target.mkdir(parents=True, exist_ok=True)
         predictor.model.export(str(target / "model.tflite"), format="litert", verbose=False)
