@@ -101,11 +101,13 @@ class PhotoAdmin(admin.ModelAdmin):
 
     @admin.display(description="photo")
     def thumb(self, photo):
-        return format_html('<img src="{}" alt="" style="height:56px;width:56px;object-fit:cover;border-radius:4px">', self._image_url(photo, "thumbnail"))
+        return format_html('<img src="{}" alt="" style="height:56px;width:56px;object-fit:cover;border-radius:4px">',
+                           self._image_url(photo, "thumbnail"))
 
     @admin.display(description="preview")
     def preview(self, photo):
-        return format_html('<a href="{}"><img src="{}" alt="" style="max-height:320px;max-width:100%"></a>', self._image_url(photo, "original"), self._image_url(photo, "display"))
+        return format_html('<a href="{}"><img src="{}" alt="" style="max-height:320px;max-width:100%"></a>',
+                           self._image_url(photo, "original"), self._image_url(photo, "display"))
 
     @admin.display(description="predicted (default model)")
     def predicted(self, photo):
@@ -189,7 +191,8 @@ class PhotoAdmin(admin.ModelAdmin):
 
     @admin.display(description="correct the label")
     def correct_link(self, photo):
-        return format_html('<a class="button" id="correct-label-link" href="{}">Correct label…</a>', reverse("admin:classifier_photo_correct", args=[photo.pk]))
+        return format_html('<a class="button" id="correct-label-link" href="{}">Correct label…</a>',
+                           reverse("admin:classifier_photo_correct", args=[photo.pk]))
 
     def _correction_page(self, request, photos, form, action=None):
         context = {

@@ -29,7 +29,7 @@ def classify_photo(self, photo_id: int) -> None:
         logger.info("photo %s was deleted before classification", photo_id)
     except RETRYABLE as error:
         if self.request.retries < self.max_retries:
-            raise self.retry(exc=error, countdown=2 ** (self.request.retries + 1))
+            raise self.retry(exc=error, countdown=2 ** (self.request.retries + 1)) from error
         logger.exception("classifying photo %s failed for good", photo_id)
         services.photo_mark_failed(photo_id=photo_id, reason=f"Classification failed: {error}")
     except Exception as error:  # not worth retrying (e.g. a stored file that no longer decodes)

@@ -123,7 +123,8 @@ def _predict(args) -> int:
             print(json.dumps({"image": image, "error": str(error)}))
             status = 1
             continue
-        print(json.dumps({"image": image, "top": [{"label": l.label, "probability": round(l.probability, 6)} for l in prediction.top],
+        print(json.dumps({"image": image, "top": [{"label": item.label, "probability": round(item.probability, 6)}
+                                                  for item in prediction.top],
                           "unknown": prediction.unknown}))
     return status
 

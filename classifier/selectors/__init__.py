@@ -3,10 +3,11 @@ subject; callers use the names re-exported here (`from classifier import selecto
 
 from classifier.selectors.photos import (
     Answer,
+    ModelResult,
+    PhotoResults,
     label_choices,
     model_version_get_default,
     model_version_list_active,
-    ModelResult,
     photo_annotate,
     photo_answer,
     photo_corrections,
@@ -21,18 +22,17 @@ from classifier.selectors.photos import (
     photo_list_for_user,
     photo_results,
     photo_species_for_user,
-    PhotoResults,
 )
 from classifier.selectors.review import (
-    labelled_photos,
+    REVIEW_KIND_WEIGHTS,
     LabelledPhoto,
+    ReviewItem,
+    labelled_photos,
     model_version_benchmark_report,
     model_version_field_accuracy,
     photo_review_count,
     photo_review_item,
     photo_review_queue,
-    REVIEW_KIND_WEIGHTS,
-    ReviewItem,
 )
 
 __all__ = [

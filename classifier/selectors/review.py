@@ -20,7 +20,6 @@ from django.db.models import (
 from classifier.models import NOT_A_BUTTERFLY, LabelCorrection, ModelVersion, Photo, Prediction
 from classifier.selectors.photos import _predictions_prefetch
 
-
 # Review queue, labels and model quality
 
 

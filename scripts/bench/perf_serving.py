@@ -90,10 +90,8 @@ def test_photos(classes, n: int) -> list[Path]:
 
 def child(runtime: str, names: list[str], int8_dir: Path, repeats: int) -> None:
     """One runtime's process: load the models, then run a round per line read on stdin."""
-    from ml import artifact
+    from ml import artifact, images
     from ml.predict import LiteRTModel, Predictor
-
-    from ml import images
 
     models, photos, sizes = {}, {}, {}
     for name in names:

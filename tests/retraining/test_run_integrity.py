@@ -27,7 +27,7 @@ def test_concurrent_requests_create_one_run():
         barrier = threading.Barrier(threads_per_round)
         outcomes = []
 
-        def request():
+        def request(barrier=barrier, outcomes=outcomes):
             try:
                 barrier.wait(timeout=10)
                 retraining_services.retrain_run_create(requested_by=staff)

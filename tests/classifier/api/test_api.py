@@ -1,5 +1,4 @@
 import pytest
-from django.urls import reverse
 
 from classifier.models import Photo
 from tests.classifier.conftest import media_files

@@ -14,7 +14,8 @@ def _artifact(root, name, created="2026-01-01T00:00:00+00:00", classes=("a", "b"
     directory = root / name
     directory.mkdir(parents=True)
     (directory / "metadata.json").write_text(
-        json.dumps({"name": name, "classes": list(classes), "backbone": "efficientnet_b0", "created": created, "metrics": {"top1": 0.9}, "unknown_threshold": 0.25})
+        json.dumps({"name": name, "classes": list(classes), "backbone": "efficientnet_b0", "created": created,
+                    "metrics": {"top1": 0.9}, "unknown_threshold": 0.25})
     )
     return directory
 

@@ -74,7 +74,7 @@ def test_the_owner_does_reach_them(client_for, user):
 
 def _admin_urls(photo_id):
     urls = []
-    for route, entry in _patterns(get_resolver()):
+    for route, _entry in _patterns(get_resolver()):
         if route.startswith("admin/") and "logout" not in route and "password_change" not in route:
             urls.append(_fill(route, photo_id))
     return sorted(set(urls))
