@@ -244,13 +244,8 @@ class PhotoAdmin(admin.ModelAdmin):
         return self._correction_page(request, photos, form, action="correct_label_action")
 
 
-@admin.register(LabelCorrection)
-class LabelCorrectionAdmin(admin.ModelAdmin):
-    """Append-only: viewable, never added, changed or deleted here."""
-
-    list_display = ["created_at", "photo", "corrected_by", "old_label", "new_label"]
-    list_filter = ["new_label"]
-    readonly_fields = ["photo", "corrected_by", "old_label", "new_label", "created_at"]
+class ReadOnlyAdminMixin:
+    """Append-only records: viewable in the admin, never added, changed or deleted there."""
 
     def has_add_permission(self, request):
         return False
@@ -260,6 +255,15 @@ class LabelCorrectionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(LabelCorrection)
+class LabelCorrectionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Append-only: viewable, never added, changed or deleted here."""
+
+    list_display = ["created_at", "photo", "corrected_by", "old_label", "new_label"]
+    list_filter = ["new_label"]
+    readonly_fields = ["photo", "corrected_by", "old_label", "new_label", "created_at"]
 
 
 @admin.register(ModelVersion)

@@ -27,27 +27,34 @@ class InferenceError(Exception):
     """A model version cannot be loaded or run (missing or corrupt artifact)."""
 
 
+def _load_once(cache: dict, key, load, what: str):
+    """`cache[key]`, loading it with `load()` the first time (once per process, under the lock);
+    any error becomes an InferenceError naming `what`."""
+    loaded = cache.get(key)
+    if loaded is not None:
+        return loaded
+    with _lock:
+        loaded = cache.get(key)
+        if loaded is None:
+            try:
+                loaded = load()
+            except Exception as error:
+                raise InferenceError(f"cannot load {what}: {error}") from error
+            logger.info("loaded %s", what)
+            cache[key] = loaded
+    return loaded
+
+
 def get_predictor(model_version):
     """The loaded `ml.predict.Predictor` for a ModelVersion, loading it on first use."""
     try:
         key = (model_version.pk, str(artifacts.artifact_dir(model_version)))
     except artifacts.ArtifactUnavailable as error:
         raise InferenceError(f"cannot fetch model {model_version}: {error}") from error
-    predictor = _predictors.get(key)
-    if predictor is not None:
-        return predictor
-    with _lock:
-        predictor = _predictors.get(key)
-        if predictor is None:
-            from ml.predict import Predictor
+    from ml.predict import Predictor
 
-            try:
-                predictor = Predictor.load(key[1])
-            except Exception as error:  # missing (OSError, ArtifactError) or corrupt (anything Keras raises)
-                raise InferenceError(f"cannot load model {model_version}: {error}") from error
-            logger.info("loaded model %s from %s", model_version, key[1])
-            _predictors[key] = predictor
-    return predictor
+    # missing (OSError, ArtifactError) or corrupt (anything the runtime raises on a bad file)
+    return _load_once(_predictors, key, lambda: Predictor.load(key[1]), f"model {model_version} from {key[1]}")
 
 
 def forget_inactive(active_ids) -> None:
@@ -89,21 +96,10 @@ def get_identifier():
     if not identifier_installed():
         return None
     key = str(Path(settings.ML_IDENTIFIER_DIR).resolve())
-    identifier = _identifiers.get(key)
-    if identifier is not None:
-        return identifier
-    with _lock:
-        identifier = _identifiers.get(key)
-        if identifier is None:
-            from ml.identify import Identifier
+    from ml.identify import Identifier
 
-            try:
-                identifier = Identifier.load(key)
-            except Exception as error:  # IdentifierError, or anything Keras raises on a corrupt file
-                raise InferenceError(f"cannot load the identifier in {key}: {error}") from error
-            logger.info("loaded the identifier from %s", key)
-            _identifiers[key] = identifier
-    return identifier
+    # IdentifierError, or anything the runtime raises on a corrupt file
+    return _load_once(_identifiers, key, lambda: Identifier.load(key), f"the identifier in {key}")
 
 
 def openset_signals(identifier, pixels) -> list[dict]:

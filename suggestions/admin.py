@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
+from classifier.admin import ReadOnlyAdminMixin
 from ml import species
 from suggestions.models import UserSuggestion
 from suggestions.selectors import suggestion_label_name
@@ -35,7 +36,7 @@ class SuggestedLabelFilter(admin.SimpleListFilter):
 
 
 @admin.register(UserSuggestion)
-class UserSuggestionAdmin(admin.ModelAdmin):
+class UserSuggestionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: suggestions are append-only; staff answer them by labelling the photo."""
 
     list_display = ["created_at", "photo_link", "user", "suggested", "models_said", "staff_label"]
@@ -43,15 +44,6 @@ class UserSuggestionAdmin(admin.ModelAdmin):
     search_fields = ["user__username", "label", "photo__id"]
     date_hierarchy = "created_at"
     list_select_related = ["photo", "user"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="photo", ordering="photo_id")
     def photo_link(self, suggestion):
