@@ -3,7 +3,7 @@ the orphan sweep (services.media_sweep_orphans; `manage.py sweep_orphan_files`; 
 deletes stored photo files no row refers to once they are older than the grace period.
 
 The process test SIGKILLs the gunicorn worker (the Procfile's web command) in the middle of a
-20-photo form upload, after some files were stored and before any row was committed."""
+20-photo form upload, after a photo's files were stored and before its row was committed."""
 
 from __future__ import annotations
 
@@ -143,20 +143,37 @@ def test_worker_killed_mid_upload_leaves_orphans_that_the_sweep_removes(transact
         import threading
 
         threading.Thread(target=lambda: _ignore_errors(urllib.request.urlopen, request, timeout=120), daemon=True).start()
-        harness.wait_until(lambda: len(_stored(media_root)) >= 6, 60, interval=0.05, what="some stored files")
+        # The upload page stores each photo's files, then commits its row: freeze the worker at a
+        # moment when some stored files have no committed row yet, then kill it there.
+        harness.wait_until(lambda: len(_stored(media_root)) >= 1, 60, interval=0.05, what="a stored file")
         workers = [pid for pid in harness.descendants(web.pid) if pid != web.pid]
+        deadline = time.monotonic() + 60
+        while True:
+            for pid in workers:
+                os.kill(pid, signal.SIGSTOP)
+            orphans = sorted(set(_stored(media_root)) - _referenced())
+            if orphans or time.monotonic() > deadline:
+                break
+            for pid in workers:
+                os.kill(pid, signal.SIGCONT)
+            time.sleep(0.02)
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
         time.sleep(1)
-        left = _stored(media_root)
-        assert Photo.objects.count() == 0 and len(left) >= 6, left
+        referenced = _referenced()
+        assert orphans and set(_stored(media_root)) - referenced == set(orphans), (orphans, _stored(media_root))
 
         settings.MEDIA_ORPHAN_GRACE_SECONDS = 3600
         assert services.media_sweep_orphans() == []  # still within the grace period
         deleted = services.media_sweep_orphans(older_than_seconds=0)
-        assert sorted(deleted) == left and _stored(media_root) == []
+        assert sorted(deleted) == orphans and set(_stored(media_root)) == referenced
     finally:
         harness.stop(web, signal.SIGKILL)
+
+
+def _referenced() -> set[str]:
+    """The stored names that committed photo rows refer to."""
+    return {name for photo in Photo.objects.all() for name in (photo.original.name, photo.display.name, photo.thumbnail.name)}
 
 
 def _ignore_errors(function, *args, **kwargs):
