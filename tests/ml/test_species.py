@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from ml import species
+from ml.identify import shipped_artifacts
 from tests.conftest import ROOT
 
 STATIC = ROOT / "static"
@@ -20,9 +21,10 @@ SCIENTIFIC_NAME = re.compile(r"[A-Z][a-z]+ [a-z][a-z-]+( [a-z][a-z-]+)?")
 
 
 def shipped_classes() -> dict[str, list[str]]:
-    metadata = sorted(ROOT.glob("artifacts/*/metadata.json"))
-    assert metadata, "no shipped artifacts found under artifacts/"
-    return {path.parent.name: json.loads(path.read_text())["classes"] for path in metadata}
+    # The model artifacts artifacts/manifest.json ships (artifacts/identifier has no classes of its own).
+    directories = shipped_artifacts(ROOT / "artifacts")
+    assert directories, "no shipped artifacts listed in artifacts/manifest.json"
+    return {path.name: json.loads((path / "metadata.json").read_text())["classes"] for path in directories}
 
 
 def test_every_class_of_every_shipped_model_is_in_the_catalogue_with_its_key_unchanged():
