@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,13 +137,9 @@ class NamedLiteRTModel:
     The outputs are read by their signature keys, never by tensor position."""
 
     def __init__(self, model: bytes | str | Path, num_threads: int | None = None):
-        from ai_edge_litert.interpreter import Interpreter
+        from ml.predict import litert_interpreter
 
-        threads = num_threads or len(os.sched_getaffinity(0))
-        if isinstance(model, (bytes, bytearray)):
-            self.interpreter = Interpreter(model_content=bytes(model), num_threads=threads)
-        else:
-            self.interpreter = Interpreter(model_path=str(model), num_threads=threads)
+        self.interpreter = litert_interpreter(model, num_threads)
         signatures = self.interpreter.get_signature_list()
         if SIGNATURE not in signatures:
             raise IdentifierError(f"the export has no {SIGNATURE!r} signature (has {sorted(signatures)})")

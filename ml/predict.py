@@ -42,6 +42,17 @@ class Prediction:
     latency_ms: float
 
 
+def litert_interpreter(model: bytes | str | Path, num_threads: int | None = None):
+    """ai-edge-litert's interpreter (XNNPACK) for a .tflite file or its bytes, with as many threads
+    as the process may use (as TensorFlow does by default), unless `num_threads` says otherwise."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    threads = num_threads or len(os.sched_getaffinity(0))
+    if isinstance(model, (bytes, bytearray)):
+        return Interpreter(model_content=bytes(model), num_threads=threads)
+    return Interpreter(model_path=str(model), num_threads=threads)
+
+
 class LiteRTModel:
     """A .tflite model run by ai-edge-litert's interpreter (XNNPACK), without TensorFlow.
 
@@ -50,14 +61,7 @@ class LiteRTModel:
     """
 
     def __init__(self, model: bytes | str | Path, num_threads: int | None = None):
-        from ai_edge_litert.interpreter import Interpreter
-
-        # As many threads as the process may use, as TensorFlow does by default.
-        threads = num_threads or len(os.sched_getaffinity(0))
-        if isinstance(model, (bytes, bytearray)):
-            self.interpreter = Interpreter(model_content=bytes(model), num_threads=threads)
-        else:
-            self.interpreter = Interpreter(model_path=str(model), num_threads=threads)
+        self.interpreter = litert_interpreter(model, num_threads)
         self._input = self.interpreter.get_input_details()[0]["index"]
         output = self.interpreter.get_output_details()[0]
         self._output = output["index"]
