@@ -132,3 +132,23 @@ def bucket_env(bucket) -> dict:
         "AWS_S3_ENDPOINT_URL": bucket["endpoint"],
         "AWS_S3_REGION_NAME": bucket["region"],
     }
+
+
+# What a process that loaded the training runtime has mapped: TensorFlow's shared libraries
+# (libtensorflow_framework, _pywrap_tensorflow_internal, ...) live under site-packages/tensorflow/.
+TRAINING_RUNTIME_MAPPINGS = ("/site-packages/tensorflow/", "/site-packages/keras/", "libtensorflow")
+LITERT_MAPPING = "/site-packages/ai_edge_litert/"
+
+
+def mapped_files(pid: int) -> set[str]:
+    """The files a live process has mapped (its /proc/<pid>/maps): every shared library it loaded."""
+    files = set()
+    for line in open(f"/proc/{pid}/maps").read().splitlines():
+        fields = line.split(None, 5)
+        if len(fields) == 6 and fields[5].startswith("/"):
+            files.add(fields[5].removesuffix(" (deleted)"))
+    return files
+
+
+def training_runtime_mapped(pid: int) -> list[str]:
+    return sorted(f for f in mapped_files(pid) if any(marker in f for marker in TRAINING_RUNTIME_MAPPINGS))

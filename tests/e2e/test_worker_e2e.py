@@ -2,6 +2,8 @@
 
 Needs REDIS_URL (CI sets it). The worker subprocess opens the same test database and the same
 MEDIA_ROOT as this test, and listens on a queue of its own so no other worker takes the task.
+Once it has classified the photo with every active model, none of its processes has TensorFlow
+mapped: classification serves the models' LiteRT exports (issue 15).
 """
 
 import os
@@ -11,7 +13,9 @@ import pytest
 from rest_framework.test import APIClient
 
 from classifier.models import ModelVersion, Photo, Prediction
+from scripts.harness import descendants
 from tests.classifier.factories import UserFactory
+from tests.deploy.conftest import LITERT_MAPPING, mapped_files, training_runtime_mapped
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -60,3 +64,10 @@ def test_upload_through_api_is_classified_by_a_live_worker(worker, butterflies_d
         assert len(prediction.top) == 5 and prediction.latency_ms > 0
     assert [p["top"][0]["label"] for p in body["predictions"]] == [species] * len(active)
     assert "loaded model" in "".join(worker.log)  # the worker loaded each model once, at start
+
+    # The worker's processes (main and prefork pool) after classifying: no TensorFlow or Keras
+    # library mapped; the pool process that ran the models has LiteRT's mapped.
+    processes = descendants(worker.pid)
+    assert len(processes) >= 2, "the prefork pool process is gone"
+    assert {pid: training_runtime_mapped(pid) for pid in processes} == {pid: [] for pid in processes}
+    assert any(LITERT_MAPPING in path for pid in processes[1:] for path in mapped_files(pid))
