@@ -32,3 +32,11 @@ def _schedule_sweep(sender, **kwargs):
         name="sweep orphan files",
         expires=float(settings.MEDIA_ORPHAN_SWEEP_INTERVAL_SECONDS),
     )
+    # Retrains whose worker died (no heartbeat for RETRAIN_HEARTBEAT_TIMEOUT) are marked failed. It
+    # goes to the classification queue: the trainer that died cannot run it. One cheap UPDATE.
+    sender.add_periodic_task(
+        float(settings.RETRAIN_LOST_CHECK_INTERVAL),
+        sender.signature("retraining.tasks.fail_lost_retrain_runs", queue=settings.CLASSIFIER_TASK_QUEUE),
+        name="fail lost retrain runs",
+        expires=float(settings.RETRAIN_LOST_CHECK_INTERVAL),
+    )

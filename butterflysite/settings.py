@@ -315,9 +315,15 @@ RETRAIN_HOLDOUT_FRACTION = float(env_str("RETRAIN_HOLDOUT_FRACTION", "0.25"))
 # the labels touch (0.15: 3 of 20 photos), before a promotion is refused.
 RETRAIN_MAX_BENCHMARK_DROP = float(env_str("RETRAIN_MAX_BENCHMARK_DROP", "0.005"))
 RETRAIN_MAX_CLASS_RECALL_DROP = float(env_str("RETRAIN_MAX_CLASS_RECALL_DROP", "0.15"))
-# Empty: the classification queue (CLASSIFIER_TASK_QUEUE), so the ordinary worker runs retrains;
-# a dedicated worker (-Q retrain, RETRAIN_TASK_QUEUE=retrain) keeps long retrains from delaying photos.
-RETRAIN_TASK_QUEUE = env_str("RETRAIN_TASK_QUEUE")
+# Retrains run on a queue of their own that only the trainer process consumes (Procfile `trainer`,
+# scripts/run): a retrain never delays photos, and classification workers never load TensorFlow.
+RETRAIN_TASK_QUEUE = env_str("RETRAIN_TASK_QUEUE") or "retrain"
+# A running retrain writes its heartbeat every second or so while it trains or evaluates; one whose
+# heartbeat is older than this many seconds lost its worker and is marked failed by a beat task
+# (every RETRAIN_LOST_CHECK_INTERVAL seconds, in the classification worker). The bound covers the
+# longest step without a check: saving the new model and checking its LiteRT export.
+RETRAIN_HEARTBEAT_TIMEOUT = env_int("RETRAIN_HEARTBEAT_TIMEOUT", 300)
+RETRAIN_LOST_CHECK_INTERVAL = env_int("RETRAIN_LOST_CHECK_INTERVAL", 60)
 # A retrain still running after this many seconds is stopped and its run marked failed.
 RETRAIN_SOFT_TIME_LIMIT = env_int("RETRAIN_SOFT_TIME_LIMIT", 3 * 3600)
 

@@ -2,7 +2,7 @@
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import FileResponse, Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.templatetags.static import static
@@ -284,18 +284,36 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         return [
-            path("<int:version_id>/confusion_matrix.png", self.admin_site.admin_view(self.confusion_matrix_view),
+            path("<int:version_id>/confusion_matrix.svg", self.admin_site.admin_view(self.confusion_matrix_view),
                  name="classifier_modelversion_confusion_matrix"),
         ] + super().get_urls()
 
     def confusion_matrix_view(self, request, version_id):
+        """The benchmark confusion matrix, drawn as SVG now from the counts in the version's
+        evaluation/report.json (`python -m ml evaluate --report-dir` and retrains store them):
+        no matplotlib, no image file to keep in step."""
+        import json
+
+        from classifier import artifacts
+        from ml.evaluate import confusion_matrix_svg
+
         version = ModelVersion.objects.filter(pk=version_id).first()
         if version is None or not self.has_view_permission(request, version):
             raise Http404("No such model version.")
-        report = selectors.model_version_benchmark_report(version)
-        if not report or not report["confusion_matrix"]:
-            raise Http404("This version has no confusion matrix.")
-        return FileResponse(open(report["confusion_matrix"], "rb"), content_type="image/png")
+        try:
+            report = json.loads((artifacts.artifact_dir(version) / "evaluation" / "report.json").read_text())
+        except (OSError, ValueError):  # artifacts.ArtifactUnavailable is an OSError
+            raise Http404("This version has no benchmark report.") from None
+        report = report.get("benchmark", report)  # a retrain's report holds several photo sets
+        matrix = report.get("confusion_matrix")
+        if not matrix:
+            raise Http404("This version's report has no confusion matrix.")
+        title = f"{version}: top-1 {report['top1']:.2%} on {report['n']} benchmark photos"
+        response = HttpResponse(confusion_matrix_svg(matrix["counts"], matrix["classes"], title=title),
+                                content_type="image/svg+xml")
+        # Opened on its own, the image may run nothing (every name in it is escaped anyway).
+        response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+        return response
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         version = ModelVersion.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None

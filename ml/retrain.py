@@ -8,6 +8,9 @@ replace the current one.
 
 Importing this module does not import TensorFlow (the web process reads `promotion_rule`);
 training and evaluation import it inside the functions.
+
+A run can be stopped: `retrain(..., should_stop=...)` checks it between steps, every training
+batch and every evaluation batch, and raises `ml.cancel.Cancelled`; the caller removes `out_dir`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from ml import data, metrics
+from ml.cancel import ShouldStop, raise_if_stopped
 
 # The labels staff may give that are not a species: never a training class.
 NOT_A_CLASS = {"not a butterfly"}
@@ -162,12 +166,19 @@ def split_labelled(labelled: list[LabelledPhoto], fraction: float, seed: int = 0
     return train, held_out
 
 
-def retrain(request: RetrainRequest, progress: Progress | None = None) -> RetrainOutcome:
-    """Trains, saves and evaluates a new version; compares it with `request.baseline_dir`."""
+def retrain(request: RetrainRequest, progress: Progress | None = None,
+            should_stop: ShouldStop | None = None) -> RetrainOutcome:
+    """Trains, saves and evaluates a new version; compares it with `request.baseline_dir`.
+    Raises `Cancelled` as soon as `should_stop()` says so (see the module's docstring)."""
     from ml.predict import Predictor
     from ml.train import BackboneSpec, TrainConfig, train
 
-    progress = progress or (lambda fraction, stage: None)
+    report = progress or (lambda fraction, stage: None)
+
+    def progress(fraction: float, stage: str) -> None:
+        raise_if_stopped(should_stop)
+        report(fraction, stage)
+
     timings: dict[str, float] = {}
     started = time.perf_counter()
     out_dir = Path(request.out_dir)
@@ -211,7 +222,8 @@ def retrain(request: RetrainRequest, progress: Progress | None = None) -> Retrai
         specs = [BackboneSpec(name, weights) for name, weights in request.backbones]
         progress(0.05, f"training on {len(base)} base + {len(train_photos)} labelled photos")
         tick = time.perf_counter()
-        result = train(merged, specs, config, name=request.name, out_dir=out_dir)
+        result = train(merged, specs, config, name=request.name, out_dir=out_dir, should_stop=should_stop,
+                       on_progress=lambda fraction, stage: progress(0.05 + 0.55 * fraction, stage))
         timings["train_s"] = time.perf_counter() - tick
 
     benchmark = data.load_image_folder(request.benchmark_dir, [c for c in result.metadata.classes])
@@ -236,6 +248,7 @@ def retrain(request: RetrainRequest, progress: Progress | None = None) -> Retrai
                                   request.max_class_recall_drop)
     timings["total_s"] = time.perf_counter() - started
 
+    raise_if_stopped(should_stop)
     # The artifact's metadata says which version it is and what it scored on the benchmark.
     metadata_path = out_dir / "metadata.json"
     metadata = json.loads(metadata_path.read_text())
@@ -250,7 +263,7 @@ def retrain(request: RetrainRequest, progress: Progress | None = None) -> Retrai
     tmp = metadata_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     tmp.replace(metadata_path)
-    progress(1.0, "done")
+    report(1.0, "done")
     return RetrainOutcome(out_dir, metadata, candidate, baseline, decision, [p.key for p in train_photos],
                           [p.key for p in held_out], skipped, {k: round(v, 1) for k, v in timings.items()})
 
@@ -259,7 +272,8 @@ def evaluate_sets(predictor, items: tuple[list, list], report_dir: Path | None =
                   progress: Callable[[float], None] | None = None) -> dict:
     """`ml.metrics.report` of one predictor on the benchmark photos, the held-out labelled photos
     and both together; labels are compared by name, so a species the model does not know counts
-    as a miss. Writes report.json and the benchmark's confusion matrix."""
+    as a miss. The benchmark report carries its confusion matrix ({"classes", "counts"}: what the
+    admin draws); report.json and confusion_matrix.svg are written to `report_dir`."""
     benchmark, held_out = items
     everything = list(benchmark) + list(held_out)
     probabilities = predict_paths(predictor, [p for p, _ in everything], progress)
@@ -269,23 +283,26 @@ def evaluate_sets(predictor, items: tuple[list, list], report_dir: Path | None =
         "holdout": metrics.report(probabilities[len(benchmark):], [y for _, y in held_out], classes),
         "combined": metrics.report(probabilities, [y for _, y in everything], classes),
     }
+    if benchmark:
+        names = classes + sorted({y for _, y in benchmark} - set(classes))
+        predicted = metrics.ranked(probabilities[: len(benchmark)], 1)[:, 0]
+        counts = metrics.confusion_matrix(metrics.label_indices([y for _, y in benchmark], names), predicted, len(names))
+        reports["benchmark"]["confusion_matrix"] = {"classes": names, "counts": counts.tolist()}
     reports["holdout"]["predictions"] = [
         {"path": str(p), "label": y, "predicted": classes[int(np.argmax(row))]}
         for (p, y), row in zip(held_out, probabilities[len(benchmark):])
     ]
     if report_dir is not None:
-        from ml.evaluate import save_confusion_matrix
+        from ml.evaluate import confusion_matrix_svg
 
         report_dir = Path(report_dir)
         report_dir.mkdir(parents=True, exist_ok=True)
         (report_dir / "report.json").write_text(json.dumps(reports, indent=2) + "\n")
         if benchmark:
-            names = classes + sorted({y for _, y in benchmark} - set(classes))
-            predicted = metrics.ranked(probabilities[: len(benchmark)], 1)[:, 0]
-            save_confusion_matrix(predicted, metrics.label_indices([y for _, y in benchmark], names), names,
-                                  report_dir / "confusion_matrix.png",
-                                  title=f"{predictor.metadata.name}: top-1 {reports['benchmark']['top1']:.2%} "
-                                        f"on {len(benchmark)} benchmark photos")
+            matrix = reports["benchmark"]["confusion_matrix"]
+            (report_dir / "confusion_matrix.svg").write_text(confusion_matrix_svg(
+                matrix["counts"], matrix["classes"],
+                title=f"{predictor.metadata.name}: top-1 {reports['benchmark']['top1']:.2%} on {len(benchmark)} benchmark photos"))
     return reports
 
 

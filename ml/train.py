@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 
 from ml import artifact, data, features, metrics, openset
 from ml.backbones import IMAGENET, Backbone, get_backbone
+from ml.cancel import ShouldStop, raise_if_stopped
 
 END_TO_END = "fine_tuned_end_to_end"
+# With `should_stop` or `on_progress`, features are extracted this many photos at a time, so a
+# stop request is seen (and progress reported) within a few seconds even on a cold cache.
+FEATURE_CHUNK = 64
+# Shares of `train`'s progress (0..1): features, head, fine-tuning; saving and the export check last.
+_FEATURES_END, _HEAD_END, _FINE_TUNE_END = 0.7, 0.85, 0.9
 
 
 @dataclass(frozen=True)
@@ -95,9 +102,19 @@ class TrainResult:
 
 
 def train(data_dir, specs: list[BackboneSpec], config: TrainConfig | None = None, name: str = "model",
-          out_dir=None) -> TrainResult:
-    """Train a classifier for the class folders of `data_dir`; save it to `out_dir` if given."""
+          out_dir=None, should_stop: ShouldStop | None = None,
+          on_progress: Callable[[float, str], None] | None = None) -> TrainResult:
+    """Train a classifier for the class folders of `data_dir`; save it to `out_dir` if given.
+
+    `should_stop` is checked between steps, every feature chunk and every training batch: when it
+    returns True, `ml.cancel.Cancelled` is raised (nothing is saved). `on_progress(fraction,
+    stage)` hears how far training is."""
     import keras
+
+    def report(fraction: float, stage: str) -> None:
+        raise_if_stopped(should_stop)
+        if on_progress is not None:
+            on_progress(fraction, stage)
 
     config = config or TrainConfig()
     if config.fine_tune_mode not in ("cached_top", "end_to_end"):
@@ -117,11 +134,19 @@ def train(data_dir, specs: list[BackboneSpec], config: TrainConfig | None = None
 
     tick = time.perf_counter()
     per_spec = []
-    for spec in specs:
+    chunk = FEATURE_CHUNK if (should_stop or on_progress) else len(folder.paths)
+    for index, spec in enumerate(specs):
         outputs = (features.POOLED, spec.backbone.fine_tune_from) if cached_top else (features.POOLED,)
-        per_spec.append(features.extract(
-            spec.backbone, spec.weights, folder.paths, variants=variants, outputs=outputs,
-            cache_dir=config.cache_dir, content_hashes=hashes, progress=config.progress))
+        extractor = _LazyExtractor(spec, outputs)
+        chunks = []
+        for start in range(0, len(folder.paths), chunk):
+            report(_FEATURES_END * (index + start / len(folder.paths)) / len(specs),
+                   f"backbone features {spec.name}: {start} of {len(folder.paths)} photos")
+            chunks.append(features.extract(
+                spec.backbone, spec.weights, folder.paths[start:start + chunk], variants=variants, outputs=outputs,
+                cache_dir=config.cache_dir, content_hashes=hashes[start:start + chunk], progress=config.progress,
+                extractor=extractor))
+        per_spec.append({key: np.concatenate([part[key] for part in chunks]) for key in chunks[0]})
     timings["features_s"] = time.perf_counter() - tick
 
     def pooled(variant, indices):
@@ -133,20 +158,28 @@ def train(data_dir, specs: list[BackboneSpec], config: TrainConfig | None = None
     x_val, x_val_flip = pooled("orig", val_idx), (pooled("flip", val_idx) if "flip" in variants else None)
 
     tick = time.perf_counter()
+    report(_FEATURES_END, "training the head")
     head = build_head(x_train.shape[1], len(folder.classes), config)
     _fit(head, x_train, y_train_aug, x_val, y_val, folder, config, config.learning_rate,
-         config.max_epochs, config.patience)
+         config.max_epochs, config.patience,
+         _stop_and_report(should_stop, lambda epoch: report(
+             _FEATURES_END + (_HEAD_END - _FEATURES_END) * epoch / config.max_epochs,
+             f"training the head: epoch {epoch}")))
     timings["head_s"] = time.perf_counter() - tick
     stage = "linear_probe"
 
     uppers = None
     bases = [spec.backbone.build(spec.weights, name=_model_name(spec, i)) for i, spec in enumerate(specs)]
+    fine_tune_callback = _stop_and_report(should_stop, lambda epoch: report(
+        _HEAD_END + (_FINE_TUNE_END - _HEAD_END) * epoch / config.fine_tune_epochs, f"fine-tuning: epoch {epoch}"))
+    if config.fine_tune:
+        report(_HEAD_END, "fine-tuning")
     if config.fine_tune and not cached_top:
         tick = time.perf_counter()
         tuned = assemble(specs, bases, head)
         for base, spec in zip(bases, specs):
             _unfreeze_top(base, spec.backbone.fine_tune_from)
-        _fit_pixels(tuned, folder, train_idx, val_idx, config)
+        _fit_pixels(tuned, folder, train_idx, val_idx, config, fine_tune_callback)
         timings["fine_tune_s"] = time.perf_counter() - tick
         stage = END_TO_END
     elif cached_top:
@@ -159,7 +192,7 @@ def train(data_dir, specs: list[BackboneSpec], config: TrainConfig | None = None
 
         a_train = [np.concatenate([cut(v, train_idx)[i] for v in train_variants]) for i in range(len(specs))]
         _fit(tuned, a_train, y_train_aug, cut("orig", val_idx), y_val, folder, config,
-             config.fine_tune_learning_rate, config.fine_tune_epochs, config.fine_tune_patience)
+             config.fine_tune_learning_rate, config.fine_tune_epochs, config.fine_tune_patience, fine_tune_callback)
         if len(val_idx):
             x_val = _pooled_from(uppers, cut("orig", val_idx))
             x_val_flip = _pooled_from(uppers, cut("flip", val_idx)) if x_val_flip is not None else None
@@ -199,7 +232,9 @@ def train(data_dir, specs: list[BackboneSpec], config: TrainConfig | None = None
         },
     )
     if out_dir is not None:
-        artifact.save(out_dir, model, metadata)
+        report(_FINE_TUNE_END, "saving the model and checking its LiteRT export")
+        # The export must classify the validation photos exactly as the Keras model does.
+        artifact.save(out_dir, model, metadata, check_photos=[folder.paths[i] for i in val_idx] or None)
     return TrainResult(model, metadata, val_probabilities, y_val, timings, list(specs), config, head, uppers)
 
 
@@ -268,7 +303,7 @@ def _unfreeze_top(base, cut_layer: str) -> None:
         layer.trainable = index >= first and not isinstance(layer, keras.layers.BatchNormalization)
 
 
-def _fit_pixels(model, folder, train_idx, val_idx, config) -> None:
+def _fit_pixels(model, folder, train_idx, val_idx, config, extra_callback=None) -> None:
     """Train a whole pixel-input model on randomly augmented photos (tf.data), early stopping."""
     import keras
     import tensorflow as tf
@@ -290,7 +325,8 @@ def _fit_pixels(model, folder, train_idx, val_idx, config) -> None:
               epochs=config.fine_tune_epochs, verbose=config.verbose, shuffle=False,  # the pipeline shuffles
               class_weight=data.balanced_class_weights(folder.labels[train_idx], n_classes),
               callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss" if has_val else "loss",
-                                                       patience=config.fine_tune_patience, restore_best_weights=True)])
+                                                       patience=config.fine_tune_patience, restore_best_weights=True),
+                         *([extra_callback] if extra_callback else [])])
 
 
 def _predict_pixels(model, paths, size, progress) -> np.ndarray:
@@ -317,7 +353,8 @@ def _pooled_from(uppers, activations) -> np.ndarray:
     return np.concatenate([np.asarray(u.predict(a, batch_size=256, verbose=0)) for u, a in zip(uppers, activations)], axis=1)
 
 
-def _fit(model, x_train, y_train, x_val, y_val, folder, config, learning_rate, epochs, patience):
+def _fit(model, x_train, y_train, x_val, y_val, folder, config, learning_rate, epochs, patience,
+         extra_callback=None):
     import keras
 
     n_classes = len(folder.classes)
@@ -328,7 +365,7 @@ def _fit(model, x_train, y_train, x_val, y_val, folder, config, learning_rate, e
     )
     has_val = len(y_val) > 0
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss" if has_val else "loss", patience=patience,
-                                               restore_best_weights=True)]
+                                               restore_best_weights=True), *([extra_callback] if extra_callback else [])]
     model.fit(
         x_train, keras.utils.to_categorical(y_train, n_classes),
         validation_data=(x_val, keras.utils.to_categorical(y_val, n_classes)) if has_val else None,
@@ -339,3 +376,31 @@ def _fit(model, x_train, y_train, x_val, y_val, folder, config, learning_rate, e
 
 def _predict(model, x) -> np.ndarray:
     return np.asarray(model.predict(x, batch_size=512, verbose=0))
+
+
+class _LazyExtractor:
+    """The backbone's feature extractor, built on first use: chunks whose features are all cached
+    never build it, and the chunks that need it share one."""
+
+    def __init__(self, spec: BackboneSpec, outputs):
+        self.spec, self.outputs, self.model = spec, outputs, None
+
+    def __call__(self, batch, training=False):
+        if self.model is None:
+            self.model = features.build_multi_output_extractor(self.spec.backbone, self.spec.weights, self.outputs)
+        return self.model(batch, training=training)
+
+
+def _stop_and_report(should_stop: ShouldStop | None, on_epoch: Callable[[int], None]):
+    """A Keras callback: checks `should_stop` after every batch (raising ml.cancel.Cancelled) and
+    reports each finished epoch."""
+    import keras
+
+    class StopAndReport(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise_if_stopped(should_stop)
+
+        def on_epoch_end(self, epoch, logs=None):
+            on_epoch(epoch + 1)
+
+    return StopAndReport()

@@ -16,6 +16,7 @@ class RetrainRun(models.Model):
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
 
     class Decision(models.TextChoices):
         UNDECIDED = "", "—"
@@ -33,6 +34,16 @@ class RetrainRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Written every RETRAIN_HEARTBEAT_SECONDS by the process running the run: a running run whose
+    # heartbeat is older than RETRAIN_HEARTBEAT_TIMEOUT lost its worker (retrain_runs_fail_lost).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The Celery task's id, so a cancel can revoke it.
+    task_id = models.CharField(max_length=64, blank=True)
+    # Staff asked to stop: a queued run is cancelled at once, a running one stops at its next check.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     # What was asked: include_flagged, holdout_fraction, promote (False: evaluate only), ...
     options = models.JSONField(default=dict, blank=True)
     baseline = models.ForeignKey(

@@ -12,6 +12,8 @@ import importlib.util
 import logging
 import shutil
 import tempfile
+import time
+import uuid
 import zipfile
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,6 +24,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.storage import FileSystemStorage, default_storage
 from django.db import IntegrityError, transaction
+from django.db.models import Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from butterflysite import artifact_store
@@ -29,15 +33,19 @@ from classifier import artifacts, inference
 from classifier import selectors as classifier_selectors
 from classifier import services as classifier_services
 from classifier.models import ModelVersion, Photo
+from ml.cancel import Cancelled, raise_if_stopped
 from retraining.models import RetrainRun
 
-# What a retrain imports beyond the serving slug (requirements-ml.txt).
-TRAINING_MODULES = ("tensorflow", "keras", "sklearn", "matplotlib")
+# What a retrain imports beyond the serving slug (requirements-ml.txt): TensorFlow/Keras to train
+# and export, scikit-learn for the stratified validation split (ml.data.stratified_split).
+TRAINING_MODULES = ("tensorflow", "keras", "sklearn")
 
 logger = logging.getLogger(__name__)
 
 ACTIVE_STATUSES = (RetrainRun.Status.QUEUED, RetrainRun.Status.RUNNING)
-STALE_AFTER = timedelta(hours=6)
+# A running run checks for a cancel request, and writes its heartbeat, this often (at most): one
+# UPDATE of one row, from the training loop's own checks (every batch).
+CHECK_INTERVAL_SECONDS = 1.0
 
 
 # Retrain runs
@@ -49,14 +57,10 @@ def retrain_run_create(*, requested_by=None, include_flagged: bool = False, prom
     next version number and the promotion)."""
     if holdout_fraction is not None and not 0 <= holdout_fraction < 1:
         raise ValidationError("The held-out fraction must be at least 0 and below 1.")
+    # A run whose worker died must not block every later run (beat does this every minute too).
+    retrain_runs_fail_lost()
     try:
         with transaction.atomic():
-            # A run that has not finished after STALE_AFTER lost its worker (or its task): it must
-            # not block every later run.
-            RetrainRun.objects.filter(status__in=ACTIVE_STATUSES, created_at__lt=timezone.now() - STALE_AFTER).update(
-                status=RetrainRun.Status.FAILED, finished_at=timezone.now(), stage="failed",
-                error=f"Did not finish within {STALE_AFTER}; its worker or task was probably lost.",
-            )
             _refuse_while_busy()
             return RetrainRun.objects.create(
                 requested_by=requested_by,
@@ -81,22 +85,93 @@ def _refuse_while_busy() -> None:
         raise ValidationError(f"{busy} is still {busy.get_status_display().lower()}; wait for it to finish.")
 
 
-def _task_queue() -> str:
-    return settings.RETRAIN_TASK_QUEUE or settings.CLASSIFIER_TASK_QUEUE
-
-
 def retrain_run_request(*, requested_by=None, **options) -> RetrainRun:
-    """Creates a run and queues the Celery task that executes it (once the run is committed)."""
+    """Creates a run and queues the Celery task that executes it (once the run is committed) on
+    RETRAIN_TASK_QUEUE, which only the trainer process consumes."""
     from retraining.tasks import retrain_run_task
 
     with transaction.atomic():
         run = retrain_run_create(requested_by=requested_by, **options)
-        transaction.on_commit(lambda: retrain_run_task.apply_async(args=[run.pk], queue=_task_queue()))
+        run.task_id = str(uuid.uuid4())
+        run.save(update_fields=["task_id"])
+        transaction.on_commit(lambda: retrain_run_task.apply_async(args=[run.pk], queue=settings.RETRAIN_TASK_QUEUE,
+                                                                   task_id=run.task_id))
     return run
 
 
-def _set_progress(run_id: int, fraction: float, stage: str) -> None:
-    RetrainRun.objects.filter(pk=run_id).update(progress=round(min(max(fraction, 0.0), 1.0), 3), stage=stage[:200])
+def retrain_run_cancel(*, run: RetrainRun, cancelled_by=None) -> RetrainRun:
+    """Stops a run. A queued run is cancelled at once and never starts; a running one is asked to
+    stop, and its worker ends it as cancelled at its next check (within seconds: every training
+    and evaluation batch), with no version registered and its output folder removed. The Celery
+    task is revoked too, so a worker that has not started it drops it."""
+    now = timezone.now()
+    with transaction.atomic():
+        cancelled = RetrainRun.objects.filter(pk=run.pk, status=RetrainRun.Status.QUEUED).update(
+            status=RetrainRun.Status.CANCELLED, cancel_requested_at=now, cancelled_by=cancelled_by, finished_at=now,
+            stage="cancelled before it started")
+        if not cancelled and not RetrainRun.objects.filter(pk=run.pk, status=RetrainRun.Status.RUNNING).update(
+                cancel_requested_at=Coalesce("cancel_requested_at", Value(now)), cancelled_by=cancelled_by):
+            run.refresh_from_db()
+            raise ValidationError(f"{run} is {run.get_status_display().lower()}: there is nothing to cancel.")
+        if run.task_id:
+            transaction.on_commit(lambda: _revoke(run.task_id))
+    run.refresh_from_db()
+    return run
+
+
+def _revoke(task_id: str) -> None:
+    # A backstop only: the database says whether a run may start or go on; a broker that is down
+    # must not make the cancel fail.
+    from butterflysite.celery import app
+
+    try:
+        app.control.revoke(task_id)
+    except Exception:  # noqa: BLE001 (any broker error)
+        logger.warning("could not revoke retrain task %s; the run is cancelled in the database anyway", task_id,
+                       exc_info=True)
+
+
+def retrain_runs_fail_lost() -> int:
+    """Ends every running run whose heartbeat is older than RETRAIN_HEARTBEAT_TIMEOUT: its worker
+    died (a restart, out of memory, a crash). Runs that were being cancelled end cancelled, the
+    others failed. Cheap (one UPDATE each); beat runs it every RETRAIN_LOST_CHECK_INTERVAL."""
+    now = timezone.now()
+    timeout = settings.RETRAIN_HEARTBEAT_TIMEOUT
+    cutoff = now - timedelta(seconds=timeout)
+    lost = RetrainRun.objects.filter(status=RetrainRun.Status.RUNNING).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff))
+    cancelled = lost.exclude(cancel_requested_at=None).update(
+        status=RetrainRun.Status.CANCELLED, finished_at=now, stage="cancelled (its worker stopped)")
+    failed = lost.filter(cancel_requested_at=None).update(
+        status=RetrainRun.Status.FAILED, finished_at=now, stage="failed",
+        error=(f"Its worker stopped sending heartbeats for over {timeout} s (RETRAIN_HEARTBEAT_TIMEOUT): it died or "
+               "was restarted (out of memory, a deploy, a crash). Nothing was registered; start a new run."))
+    if cancelled or failed:
+        logger.warning("retrain runs without a heartbeat for %s s: %s marked failed, %s cancelled", timeout, failed,
+                       cancelled)
+    return cancelled + failed
+
+
+class _RunControl:
+    """The link between a running run and its row: `should_stop` (called every training batch)
+    asks the database at most every CHECK_INTERVAL_SECONDS whether the run may go on, and that
+    same UPDATE is its heartbeat. It stops when staff cancel it or when it is no longer running
+    (marked failed as lost meanwhile)."""
+
+    def __init__(self, run_id: int):
+        self.run_id, self.stop, self._checked = run_id, False, float("-inf")
+
+    def should_stop(self) -> bool:
+        if not self.stop and time.monotonic() - self._checked >= CHECK_INTERVAL_SECONDS:
+            self._checked = time.monotonic()
+            self.stop = not RetrainRun.objects.filter(
+                pk=self.run_id, status=RetrainRun.Status.RUNNING, cancel_requested_at__isnull=True,
+            ).update(heartbeat_at=timezone.now())
+        return self.stop
+
+    def progress(self, fraction: float, stage: str) -> None:
+        RetrainRun.objects.filter(pk=self.run_id, status=RetrainRun.Status.RUNNING).update(
+            progress=round(min(max(fraction, 0.0), 1.0), 3), stage=stage[:200], heartbeat_at=timezone.now())
 
 
 def retrain_run_execute(*, run_id: int) -> RetrainRun:
@@ -105,10 +180,11 @@ def retrain_run_execute(*, run_id: int) -> RetrainRun:
     promotes it when the rule allows. Idempotent: a run that is not queued is left as it is."""
     now = timezone.now()
     if not RetrainRun.objects.filter(pk=run_id, status=RetrainRun.Status.QUEUED).update(
-        status=RetrainRun.Status.RUNNING, started_at=now, progress=0.0, stage="starting"
+        status=RetrainRun.Status.RUNNING, started_at=now, heartbeat_at=now, progress=0.0, stage="starting"
     ):
         return RetrainRun.objects.get(pk=run_id)
     run = RetrainRun.objects.get(pk=run_id)
+    control = _RunControl(run_id)
     out_dir, made_out_dir = None, False
     try:
         missing = [name for name in TRAINING_MODULES if importlib.util.find_spec(name) is None]
@@ -122,15 +198,18 @@ def retrain_run_execute(*, run_id: int) -> RetrainRun:
         number = classifier_services.model_version_next_number(name=baseline.name)
         out_dir = Path(settings.RETRAIN_OUTPUT_DIR) / f"{baseline.name}-{number}-run{run.pk}"
         made_out_dir = not out_dir.exists()
-        outcome = _train(run, baseline, number, out_dir)
+        outcome = _train(run, baseline, number, out_dir, control)
         if not retrain_run_finish(run=run, baseline=baseline, outcome=outcome, number=number):
-            logger.warning("retrain run %s was marked failed while it trained; its version is dropped", run_id)
-            if made_out_dir:
-                shutil.rmtree(out_dir, ignore_errors=True)
+            raise Cancelled("cancelled, or marked failed as lost, as it finished")
+    except Cancelled:
+        _remove_unregistered(out_dir if made_out_dir else None)
+        ended = RetrainRun.objects.filter(pk=run_id, status=RetrainRun.Status.RUNNING).exclude(
+            cancel_requested_at=None).update(status=RetrainRun.Status.CANCELLED, finished_at=timezone.now(),
+                                             stage="cancelled")
+        logger.warning("retrain run %s stopped: %s", run_id, "cancelled" if ended else "no longer running")
     except Exception as error:
         logger.exception("retrain run %s failed", run_id)
-        if made_out_dir and not ModelVersion.objects.filter(artifact_path__endswith=out_dir.name).exists():
-            shutil.rmtree(out_dir, ignore_errors=True)  # no half-written artifact without its version
+        _remove_unregistered(out_dir if made_out_dir else None)
         if isinstance(error, SoftTimeLimitExceeded):
             message = (f"Stopped: still training after RETRAIN_SOFT_TIME_LIMIT ({settings.RETRAIN_SOFT_TIME_LIMIT} s); "
                        "raise the limit or train with fewer epochs.")
@@ -144,17 +223,23 @@ def retrain_run_execute(*, run_id: int) -> RetrainRun:
     return RetrainRun.objects.get(pk=run_id)
 
 
+def _remove_unregistered(out_dir: Path | None) -> None:
+    """Removes a run's output folder unless a version was registered from it: no half-written or
+    cancelled artifact stays on disk without its version."""
+    if out_dir is not None and not ModelVersion.objects.filter(artifact_path__endswith=out_dir.name).exists():
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
 def retrain_run_finish(*, run: RetrainRun, baseline: ModelVersion, outcome, number: int) -> bool:
     """Records a trained run's outcome (an `ml.retrain.RetrainOutcome`): registers the new
     version, promotes it when the rule allows and the run asked for it, and marks the run
-    succeeded. Returns False, changing nothing, when the run is no longer running (e.g. it was
-    marked failed as stale meanwhile)."""
+    succeeded. Returns False, changing nothing, when the run is no longer running (marked failed
+    as lost meanwhile) or staff asked to cancel it."""
     with transaction.atomic():
-        # First, so the run row's lock (on SQLite the database's write lock) keeps the stale-run
-        # sweep out until this commits; a run no longer running is not overwritten.
-        if not RetrainRun.objects.filter(pk=run.pk, status=RetrainRun.Status.RUNNING).update(
-            stage="registering the new version"
-        ):
+        # First, so the run row's lock (on SQLite the database's write lock) keeps the lost-run
+        # sweep and a cancel out until this commits; a run no longer running is not overwritten.
+        if not RetrainRun.objects.filter(pk=run.pk, status=RetrainRun.Status.RUNNING,
+                                         cancel_requested_at__isnull=True).update(stage="registering the new version"):
             return False
         candidate = classifier_services.model_version_register_trained(
             artifact_dir=artifact_location_for_workers(Path(outcome.artifact_dir)), number=number,
@@ -210,7 +295,7 @@ def _copy_original(row: classifier_selectors.LabelledPhoto, target: Path, purpos
     return True
 
 
-def _train(run: RetrainRun, baseline: ModelVersion, number: int, out_dir: Path):
+def _train(run: RetrainRun, baseline: ModelVersion, number: int, out_dir: Path, control: _RunControl):
     from ml import retrain as ml_retrain
 
     baseline_dir = artifacts.artifact_dir(baseline)
@@ -220,6 +305,7 @@ def _train(run: RetrainRun, baseline: ModelVersion, number: int, out_dir: Path):
     with tempfile.TemporaryDirectory(prefix="labelled-") as work:
         photos = []
         for row in labelled:
+            raise_if_stopped(control.should_stop)  # copying from the bucket can take a while
             local = Path(work) / f"photo-{row.photo_id}{_original_suffix(row)}"
             if not _copy_original(row, local, "retraining"):
                 continue
@@ -235,8 +321,8 @@ def _train(run: RetrainRun, baseline: ModelVersion, number: int, out_dir: Path):
             train_config={**ml_retrain.train_config_from_metadata(metadata), **run.options.get("train_config", {})},
             cache_dir=str(settings.RETRAIN_CACHE_DIR),
         )
-        _set_progress(run.pk, 0.01, f"{len(photos)} staff-labelled photos")
-        outcome = ml_retrain.retrain(request, progress=lambda fraction, stage: _set_progress(run.pk, fraction, stage))
+        control.progress(0.01, f"{len(photos)} staff-labelled photos")
+        outcome = ml_retrain.retrain(request, progress=control.progress, should_stop=control.should_stop)
     return outcome
 
 
@@ -289,7 +375,9 @@ def photos_reclassify(*, model_version_id: int, batch_size: int = 32) -> int:
 def photos_reclassify_request(*, model_version: ModelVersion) -> None:
     from retraining.tasks import reclassify_photos_task
 
-    transaction.on_commit(lambda: reclassify_photos_task.apply_async(args=[model_version.pk], queue=_task_queue()))
+    # Classification work: the classification workers do it (they hold the models), not the trainer.
+    transaction.on_commit(lambda: reclassify_photos_task.apply_async(args=[model_version.pk],
+                                                                     queue=settings.CLASSIFIER_TASK_QUEUE))
 
 
 # Export of staff labels

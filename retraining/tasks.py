@@ -17,6 +17,13 @@ def retrain_run_task(run_id: int) -> None:
     services.retrain_run_execute(run_id=run_id)
 
 
+@shared_task(ignore_result=True)
+def fail_lost_retrain_runs() -> int:
+    """Marks failed the running retrains whose worker stopped sending heartbeats (beat runs this
+    on the classification queue: a dead trainer cannot report its own death)."""
+    return services.retrain_runs_fail_lost()
+
+
 @shared_task(acks_late=True)
 def reclassify_photos_task(model_version_id: int) -> None:
     # Idempotent: only photos without a prediction from this version are classified.

@@ -77,17 +77,25 @@ def test_one_run_at_a_time_and_a_clear_message(staff):
     assert RetrainRun.objects.count() == 1
 
 
-def test_a_run_lost_for_hours_no_longer_blocks(staff):
+def test_a_run_whose_worker_died_no_longer_blocks(staff, settings):
+    """A running run whose heartbeat stopped for longer than RETRAIN_HEARTBEAT_TIMEOUT lost its
+    worker: the next request (as the beat task does every minute) marks it failed, not 6 h later."""
     from datetime import timedelta
 
     from django.utils import timezone
 
+    settings.RETRAIN_HEARTBEAT_TIMEOUT = 120
     lost = retraining_services.retrain_run_create(requested_by=staff)
     RetrainRun.objects.filter(pk=lost.pk).update(status=RetrainRun.Status.RUNNING,
-                                                created_at=timezone.now() - timedelta(hours=7))
+                                                started_at=timezone.now() - timedelta(minutes=10),
+                                                heartbeat_at=timezone.now() - timedelta(seconds=100))
+    with pytest.raises(Exception, match="still running"):  # 100 s without a heartbeat: still alive
+        retraining_services.retrain_run_create(requested_by=staff)
+    RetrainRun.objects.filter(pk=lost.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=130))
     retraining_services.retrain_run_create(requested_by=staff)
     lost.refresh_from_db()
-    assert lost.status == RetrainRun.Status.FAILED and "lost" in lost.error
+    assert lost.status == RetrainRun.Status.FAILED and lost.finished_at is not None
+    assert "stopped sending heartbeats for over 120 s" in lost.error
 
 
 def test_bad_options_are_refused_before_anything_is_written(staff):
@@ -151,8 +159,13 @@ def test_model_version_page_shows_benchmark_figures_and_field_accuracy(staff_cli
     assert page.status_code == 200
     assert b'id="benchmark-top1"' in page.content and b'id="per-class-recall"' in page.content
     assert b"1 / 2 = 50%" in page.content
+    assert b'id="confusion-matrix"' in page.content
     image = staff_client.get(reverse("admin:classifier_modelversion_confusion_matrix", args=[shipped_model.pk]))
-    assert image.status_code == 200 and b"".join(image.streaming_content)[:4] == b"\x89PNG"
+    assert image.status_code == 200 and image["Content-Type"] == "image/svg+xml"
+    # Drawn from the counts in its evaluation/report.json: one cell per (true, predicted) pair seen.
+    svg = image.content.decode()
+    assert svg.startswith("<svg") and svg.count("<rect x=") > 49 and "top-1 97.76% on 980 benchmark photos" in svg
+    assert "<title>true monarch, predicted monarch: 20</title>" in svg
     listing = staff_client.get(reverse("admin:classifier_modelversion_changelist"))
     assert b"97.76%" in listing.content and b"50.0% of 2" in listing.content
     missing = ModelVersionFactory(artifact_path="/nonexistent")
@@ -164,4 +177,5 @@ def test_a_worker_finds_the_retraining_tasks():
 
     app.loader.import_default_modules()
     app.autodiscover_tasks(force=True)  # as the worker does: the INSTALLED_APPS
-    assert {"retraining.tasks.retrain_run_task", "retraining.tasks.reclassify_photos_task"} <= set(app.tasks)
+    assert {"retraining.tasks.retrain_run_task", "retraining.tasks.reclassify_photos_task",
+            "retraining.tasks.fail_lost_retrain_runs"} <= set(app.tasks)

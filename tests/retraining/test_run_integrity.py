@@ -61,16 +61,16 @@ def _outcome(artifact_dir, promote=True):
 
 
 @pytest.mark.django_db
-def test_a_run_failed_as_stale_is_not_overwritten_nor_promoted(tmp_path):
+def test_a_run_failed_as_lost_is_not_overwritten_nor_promoted(tmp_path, settings):
     from datetime import timedelta
 
     from django.utils import timezone
 
     baseline = ModelVersion.objects.get(is_default=True)
     run = retraining_services.retrain_run_create()
-    RetrainRun.objects.filter(pk=run.pk).update(status=RetrainRun.Status.RUNNING,
-                                                created_at=timezone.now() - timedelta(hours=7))
-    retraining_services.retrain_run_create()  # finds the run lost and marks it failed
+    RetrainRun.objects.filter(pk=run.pk).update(status=RetrainRun.Status.RUNNING, heartbeat_at=timezone.now() - timedelta(
+        seconds=settings.RETRAIN_HEARTBEAT_TIMEOUT + 1))
+    assert retraining_services.retrain_runs_fail_lost() == 1  # what beat runs every minute
     run.refresh_from_db()
     assert run.status == RetrainRun.Status.FAILED
     # Its worker was only slow: it finishes now.
@@ -78,7 +78,7 @@ def test_a_run_failed_as_stale_is_not_overwritten_nor_promoted(tmp_path):
                                                       outcome=_outcome(tmp_path / "butterflies-2"))
     run.refresh_from_db()
     assert not recorded
-    assert run.status == RetrainRun.Status.FAILED and run.candidate is None and "lost" in run.error
+    assert run.status == RetrainRun.Status.FAILED and run.candidate is None and "heartbeats" in run.error
     assert ModelVersion.objects.get(is_default=True) == baseline
     assert not ModelVersion.objects.filter(name="butterflies").exists()
 
