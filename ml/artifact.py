@@ -1,5 +1,6 @@
-"""Model artifacts: one directory per trained model, holding model.keras, metadata.json and
-model.tflite (the checked LiteRT export of model.keras that serving uses, see ml/export.py).
+"""Model artifacts: one directory per trained model, holding model.keras, metadata.json,
+model.tflite (the checked LiteRT export of model.keras) and its checked split export (trunk_*.tflite,
+tail.tflite, serving.json: what serving uses, see ml/export.py and ml/serving.py).
 
 Loading an artifact needs nothing but its directory (and this package, which registers the
 custom layers the model may use). Reading metadata imports no Keras/TensorFlow: a serving
@@ -54,7 +55,8 @@ class ArtifactMetadata:
 
 def save(directory: str | Path, model: "keras.Model", metadata: ArtifactMetadata,
          check_photos: Sequence[str | Path] | None = None) -> Path:
-    """Write model.keras, its checked model.tflite and metadata.json (with the check's figures).
+    """Write model.keras, its checked model.tflite and split export, and metadata.json (with the
+    checks' figures).
 
     `check_photos` are the photos the export must classify like the Keras model (the validation
     photos); without them a fixed synthetic set is used. An export that fails its check raises
@@ -67,9 +69,15 @@ def save(directory: str | Path, model: "keras.Model", metadata: ArtifactMetadata
     directory.mkdir(parents=True, exist_ok=True)
     model.save(directory / MODEL_FILE)
     try:
-        metadata.export = export.export_model(model, metadata, directory / TFLITE_FILE, check_photos)
+        reference = export.keras_reference(model, metadata.input_size, check_photos)
+        metadata.export = export.export_model(model, metadata, directory / TFLITE_FILE, check_photos,
+                                              reference=reference)
+        if export.splittable(model):
+            metadata.export["split"] = export.split_summary(
+                export.export_split(model, metadata, directory, check_photos, reference=reference))
     except BaseException:
         (directory / MODEL_FILE).unlink(missing_ok=True)
+        (directory / TFLITE_FILE).unlink(missing_ok=True)
         if created and not any(directory.iterdir()):
             directory.rmdir()
         raise

@@ -1,4 +1,4 @@
-"""python -m ml train | evaluate | predict | openset | identify  (see docs/ml.md, section CLI)."""
+"""python -m ml train | evaluate | predict | openset | identify | export | export-identifier  (see docs/ml.md, section CLI)."""
 
 from __future__ import annotations
 
@@ -59,21 +59,49 @@ def main(argv=None) -> int:
                                                     "(the artifact's own split); synthetic images without it")
     export.add_argument("--int8", action="store_true", help="also measure a full-integer int8 export (not served)")
     export.add_argument("--int8-out", help="write the int8 .tflite here (never into the artifact)")
+    only = export.add_mutually_exclusive_group()
+    only.add_argument("--split-only", action="store_true",
+                      help="only the split export (trunks, tail, serving.json); model.tflite stays as it is")
+    only.add_argument("--whole-only", action="store_true", help="only model.tflite")
+
+    export_identifier = verbs.add_parser("export-identifier",
+                                         help="write the identifier's checked LiteRT exports (model.tflite, split)")
+    export_identifier.add_argument("identifier_dir", nargs="?", help="default: artifacts/identifier")
+    export_identifier.add_argument("data_root", nargs="?", help="default: ../shared/data (butterflies50, other_lepidoptera)")
+    only = export_identifier.add_mutually_exclusive_group()
+    only.add_argument("--split-only", action="store_true", help="only the split export")
+    only.add_argument("--whole-only", action="store_true", help="only model.tflite")
 
     args = parser.parse_args(argv)
     return {"train": _train, "evaluate": _evaluate, "predict": _predict, "openset": _openset,
-            "export": _export, "identify": _identify}[args.verb](args)
+            "export": _export, "export-identifier": _export_identifier, "identify": _identify}[args.verb](args)
 
 
 def _export(args) -> int:
     from ml.export import ExportError, export_artifact
 
     try:
-        figures = export_artifact(args.artifact_dir, args.data_dir, int8=args.int8, int8_out=args.int8_out)
+        figures = export_artifact(args.artifact_dir, args.data_dir, int8=args.int8, int8_out=args.int8_out,
+                                  whole=not args.split_only, split=not args.whole_only)
     except ExportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(json.dumps({"artifact": args.artifact_dir, "export": figures}))
+    return 0
+
+
+def _export_identifier(args) -> int:
+    from ml.export import ExportError, export_identifier
+
+    root = Path(__file__).resolve().parent.parent
+    directory = args.identifier_dir or root / "artifacts" / "identifier"
+    try:
+        figures = export_identifier(directory, args.data_root or root.parent / "shared" / "data", root / "artifacts",
+                                    whole=not args.split_only, split=not args.whole_only)
+    except ExportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps({"artifact": str(directory), "export": figures}))
     return 0
 
 

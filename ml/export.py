@@ -17,16 +17,18 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from ml import artifact, images
+from ml import artifact, images, serving
 
 MAX_PROBABILITY_DIFF = 1e-4
 CHECK_BATCH = 32
 SYNTHETIC_CHECK_PHOTOS = 16
+TAIL_FILE = "tail.tflite"
 INT8_REPRESENTATIVE_PHOTOS = 100
 # The shipped models' validation split (ml.train defaults): 801 of butterflies50/train.
 VAL_FRACTION = 0.15
@@ -123,7 +125,8 @@ def compare(reference: np.ndarray, exported: np.ndarray, labels: np.ndarray | No
 
 
 def export_model(model, metadata: artifact.ArtifactMetadata, target: str | Path,
-                 check_photos: Sequence[str | Path] | None = None, labels: np.ndarray | None = None) -> dict:
+                 check_photos: Sequence[str | Path] | None = None, labels: np.ndarray | None = None,
+                 reference: np.ndarray | None = None) -> dict:
     """Convert `model` to float32 LiteRT, check it, and only then write it to `target`.
 
     Returns the figures for metadata.json's "export". Raises ExportError (writing nothing) when the
@@ -138,13 +141,15 @@ def export_model(model, metadata: artifact.ArtifactMetadata, target: str | Path,
     content = convert(model, size)
     convert_s = time.perf_counter() - started
     runtime = LiteRTModel(content)
-    forward = keras_forward(model, size)
+    forward = keras_forward(model, size) if reference is None else None
     batches = photo_batches(check_photos, size) if check_photos else synthetic_batches(size)
-    reference, exported = [], []
+    keras_out, exported = [], []
     for pixels in batches:
-        reference.append(forward(pixels))
+        if forward is not None:
+            keras_out.append(forward(pixels))
         exported.append(runtime(pixels))
-    figures = compare(np.concatenate(reference), np.concatenate(exported), labels)
+    reference = np.concatenate(keras_out) if forward is not None else reference
+    figures = compare(reference, np.concatenate(exported), labels)
     figures.update({
         "format": "litert",
         "dtype": "float32",
@@ -166,10 +171,20 @@ def export_model(model, metadata: artifact.ArtifactMetadata, target: str | Path,
     return figures
 
 
+def keras_reference(model, size: int, check_photos) -> np.ndarray:
+    """The Keras model's probabilities on the check photos (synthetic images without them)."""
+    forward = keras_forward(model, size)
+    batches = photo_batches(check_photos, size) if check_photos else synthetic_batches(size)
+    return np.concatenate([forward(pixels) for pixels in batches])
+
+
 def export_artifact(directory: str | Path, data_dir: str | Path | None = None, int8: bool = False,
-                    int8_out: str | Path | None = None) -> dict:
-    """Export an artifact's model.keras to its model.tflite, checked on the validation photos of
-    `data_dir` (synthetic images without it), and record the figures in its metadata.json.
+                    int8_out: str | Path | None = None, whole: bool = True, split: bool = True,
+                    converted: dict | None = None) -> dict:
+    """Export an artifact's model.keras to its model.tflite and its split export (trunks, tail,
+    serving.json: `export_split`), each checked on the validation photos of `data_dir`
+    (synthetic images without it), and record the figures in its metadata.json ("export", and
+    "export"["split"]). `whole`/`split` False skips one (the other's figures stay as they were).
 
     With `int8`, also measure a full-integer export calibrated on INT8_REPRESENTATIVE_PHOTOS train
     photos against the float32 export on the same validation photos (written to `int8_out` if
@@ -177,9 +192,18 @@ def export_artifact(directory: str | Path, data_dir: str | Path | None = None, i
     directory = Path(directory)
     model, metadata = artifact.load(directory)
     check, labels, train_paths = (validation_photos(data_dir, metadata.classes) if data_dir else (None, None, []))
-    figures = export_model(model, metadata, directory / artifact.TFLITE_FILE, check, labels)
-    if data_dir:
-        figures["check_split"] = {"data": Path(data_dir).name, "val_fraction": VAL_FRACTION, "seed": SEED}
+    reference = keras_reference(model, metadata.input_size, check)
+    figures = dict(metadata.export)
+    if whole:
+        figures = export_model(model, metadata, directory / artifact.TFLITE_FILE, check, labels, reference)
+        if data_dir:
+            figures["check_split"] = {"data": Path(data_dir).name, "val_fraction": VAL_FRACTION, "seed": SEED}
+    if split and splittable(model):
+        spec = export_split(model, metadata, directory, check, labels, reference, converted)
+        figures["split"] = split_summary(spec)
+    elif split and not whole:
+        raise ExportError(f"cannot split {metadata.name}: it has no features and head layers "
+                          f"(ml.train.assemble builds them); it is served whole from {artifact.TFLITE_FILE}")
     if int8:
         if not data_dir:
             raise ExportError("an int8 export needs DATA_DIR: it is calibrated on train photos")
@@ -188,6 +212,12 @@ def export_artifact(directory: str | Path, data_dir: str | Path | None = None, i
     metadata.export = figures
     artifact.write_metadata(directory, metadata)
     return figures
+
+
+def split_summary(spec: dict) -> dict:
+    """What metadata.json records of a split export (serving.json holds all of it)."""
+    return {"file": serving.SERVING_FILE, "trunks": [t["fingerprint"] for t in spec["trunks"]],
+            "views": spec["views"], "combine": spec["combine"], **spec["check"]}
 
 
 def representative_photos(train_paths: Sequence[Path], n: int = INT8_REPRESENTATIVE_PHOTOS, seed: int = SEED):
@@ -229,6 +259,226 @@ def measure_int8(model, metadata: artifact.ArtifactMetadata, float32_tflite: Pat
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_bytes(content)
     return figures
+
+
+# -- split exports: shared frozen trunks + a tail per model (ml/serving.py) ----------------------
+
+@dataclass
+class TrunkPart:
+    """One backbone's trunk inside a Keras model: its preprocessing layer, the (nested) backbone
+    model, and the layer where the trainable top begins."""
+    input: str  # the tail's input this trunk feeds
+    preprocess: object
+    base: object
+    cut_layer: str
+
+    def core(self):
+        import keras
+
+        return keras.Model(self.base.input, self.base.get_layer(self.cut_layer).input, name=f"{self.input}_core")
+
+    def model(self, input_size: int):
+        """Pixels (0..255) -> preprocessing -> the backbone up to its cut layer's input."""
+        import keras
+
+        pixels = keras.Input(shape=(input_size, input_size, 3), name=serving.TRUNK_INPUT)
+        return keras.Model(pixels, self.core()(self.preprocess(pixels)), name=self.input)
+
+    def upper(self, outputs=None):
+        """The backbone from its cut layer up (its output, or `outputs`)."""
+        import keras
+
+        return keras.Model(self.base.get_layer(self.cut_layer).input,
+                           self.base.output if outputs is None else outputs, name=f"{self.input}_upper")
+
+    def fingerprint(self, input_size: int) -> str:
+        """sha256 over what the trunk computes: its layers, weight arrays, preprocessing, cut layer
+        and input size. Equal fingerprints: interchangeable trunks, whatever model they came from."""
+        import hashlib
+        import json
+
+        core = self.core()
+        config = {key: value for key, value in self.preprocess.get_config().items()
+                  if key not in ("name", "trainable", "dtype")}
+        described = {
+            "cut_layer": self.cut_layer,
+            "input_size": input_size,
+            "preprocessing": [type(self.preprocess).__name__, config],
+            # Input layers are left out: Keras numbers their names per process.
+            "layers": [[type(layer).__name__, layer.name] for layer in core.layers
+                       if type(layer).__name__ != "InputLayer"],
+        }
+        digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode())
+        for weight in core.weights:
+            array = np.ascontiguousarray(np.asarray(weight.numpy()))
+            digest.update(f"{array.dtype.str}{array.shape}".encode())
+            digest.update(array.tobytes())
+        return "sha256:" + digest.hexdigest()
+
+
+def splittable(model) -> bool:
+    """Whether a classifier has the layers ml.train.assemble gives it (features, head): those
+    are split; any other model is served whole (model.tflite)."""
+    return {"features", "head"} <= {layer.name for layer in model.layers}
+
+
+def classifier_parts(model, metadata: artifact.ArtifactMetadata):
+    """(trunk parts, tail Keras model, views) of a classifier built by ml.train.assemble: pixels ->
+    [mirror ->] features (preprocess_i -> backbone_i_*, concatenated) -> head [-> tta_average]."""
+    import keras
+
+    from ml.backbones import get_backbone
+
+    try:
+        extractor, head = model.get_layer("features"), model.get_layer("head")
+        parts = []
+        for i, backbone in enumerate(metadata.backbone.split("+")):
+            cut = get_backbone(backbone).fine_tune_from
+            [base] = [layer for layer in extractor.layers if layer.name.startswith(f"backbone_{i}_")]
+            if cut is None:
+                raise ValueError(f"backbone {backbone} has no cut layer")
+            parts.append(TrunkPart(f"trunk_{i}", extractor.get_layer(f"preprocess_{i}"), base, cut))
+    except ValueError as error:  # a layer missing or ambiguous: not a model ml.train assembled
+        raise ExportError(f"cannot split {metadata.name}: {error}") from error
+    inputs = [keras.Input(shape=part.base.get_layer(part.cut_layer).input.shape[1:], name=part.input) for part in parts]
+    pooled = [part.upper()(x) for part, x in zip(parts, inputs)]
+    merged = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate()(pooled)
+    tail = keras.Model(inputs, {serving.PROBABILITIES: head(merged)}, name="tail")
+    views = [serving.ORIG, serving.MIRROR] if "mirror" in {layer.name for layer in model.layers} else [serving.ORIG]
+    return parts, tail, views
+
+
+def identifier_parts(model):
+    """(trunk parts, tail Keras model, views) of the identifier's open-set model
+    (ml.identify.build_openset_model): one view, its three named outputs."""
+    import keras
+
+    from ml import identify
+    from ml.backbones import get_backbone
+
+    cut = get_backbone("mobilenet_v2").fine_tune_from
+    preprocess = model.get_layer("preprocess_tf")
+    inat, imagenet = model.get_layer("inat_insects_two"), model.get_layer("imagenet")
+    parts = [TrunkPart("trunk_0", preprocess, inat, cut), TrunkPart("trunk_1", preprocess, imagenet, cut)]
+    inputs = [keras.Input(shape=part.base.get_layer(cut).input.shape[1:], name=part.input) for part in parts]
+    inat_probabilities, inat_features = parts[0].upper(list(inat.outputs))(inputs[0])
+    imagenet_probabilities = parts[1].upper()(inputs[1])
+    outputs = dict(zip(identify.OUTPUTS, (inat_probabilities, imagenet_probabilities, inat_features)))
+    return parts, keras.Model(inputs, outputs, name="tail"), [serving.ORIG]
+
+
+def convert_signature(model, inputs: dict[str, tuple]) -> bytes:
+    """The float32 .tflite bytes of a Keras model whose inputs and outputs are dicts keyed by
+    name, under one signature ("serve") with those keys; `inputs`: name -> shape without batch."""
+    import keras
+    import tensorflow as tf
+
+    names = list(inputs)
+
+    def serve(*arrays):
+        outputs = model(arrays[0] if len(arrays) == 1 else list(arrays), training=False)
+        return outputs if isinstance(outputs, dict) else {serving.TRUNK_OUTPUT: outputs}
+
+    with tempfile.TemporaryDirectory(prefix="export-") as saved_model:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(serving.SIGNATURE, serve, input_signature=[
+            tf.TensorSpec((None, *inputs[name]), tf.float32, name=name) for name in names])
+        archive.write_out(saved_model, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=[serving.SIGNATURE])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        try:
+            return converter.convert()
+        except Exception as error:  # the converter raises many kinds of errors
+            raise ExportError(f"cannot convert the model to LiteRT: {error}") from error
+
+
+def convert_split(parts, tail, views, input_size: int, converted: dict | None = None):
+    """(serving.json's spec without its check, {file: bytes}) of a split export. `converted`
+    (fingerprint -> trunk bytes) saves converting a trunk already converted for another model."""
+    converted = {} if converted is None else converted
+    started = time.perf_counter()
+    trunks, contents = [], {}
+    for part in parts:
+        fingerprint = part.fingerprint(input_size)
+        if fingerprint not in converted:
+            converted[fingerprint] = convert_signature(part.model(input_size), {
+                serving.TRUNK_INPUT: (input_size, input_size, 3)})
+        file = f"{part.input}.tflite"
+        contents[file] = converted[fingerprint]
+        trunks.append({"input": part.input, "file": file, "fingerprint": fingerprint,
+                       "backbone": part.base.name, "cut_layer": part.cut_layer,
+                       "mb": round(len(converted[fingerprint]) / 1e6, 2)})
+    tail_inputs = {part.input: tuple(part.base.get_layer(part.cut_layer).input.shape[1:]) for part in parts}
+    contents[TAIL_FILE] = convert_signature(tail, tail_inputs)
+    spec = {"format": serving.SERVING_FORMAT, "input_size": input_size, "trunks": trunks,
+            "tail": {"file": TAIL_FILE, "outputs": list(serving.SignatureModel(contents[TAIL_FILE]).outputs),
+                     "mb": round(len(contents[TAIL_FILE]) / 1e6, 2)},
+            "views": list(views), "combine": serving.MEAN,
+            "dtype": "float32", "convert_s": round(time.perf_counter() - started, 1)}
+    return spec, contents
+
+
+def split_runtime(spec: dict, contents: dict[str, bytes]) -> serving.SplitModel:
+    """The split export composed from bytes, with a registry of its own (nothing shared with the
+    process's serving registry until it is written and loaded)."""
+    registry = serving.TrunkRegistry()
+    trunks = [registry.get(trunk["fingerprint"], contents[trunk["file"]]) for trunk in spec["trunks"]]
+    return serving.SplitModel(spec, trunks, serving.SignatureModel(contents[spec["tail"]["file"]]))
+
+
+def write_split(directory: Path, spec: dict, contents: dict[str, bytes]) -> None:
+    """Each file atomically, serving.json last: its presence is what makes Predictor.load serve the split."""
+    import json
+
+    for file, content in contents.items():
+        temporary = directory / f".{file}.{os.getpid()}.tmp"
+        temporary.write_bytes(content)
+        temporary.replace(directory / file)
+    temporary = directory / f".{serving.SERVING_FILE}.{os.getpid()}.tmp"
+    temporary.write_text(json.dumps(spec, indent=2) + "\n")
+    temporary.replace(directory / serving.SERVING_FILE)
+
+
+def export_split(model, metadata: artifact.ArtifactMetadata, directory: str | Path,
+                 check_photos: Sequence[str | Path] | None = None, labels: np.ndarray | None = None,
+                 reference: np.ndarray | None = None, converted: dict | None = None) -> dict:
+    """Convert a classifier's trunks and tail, check their composition (LiteRT, views averaged)
+    against the Keras model, and only then write them and serving.json into `directory`.
+
+    `reference`: the Keras model's probabilities on the check photos, if already computed.
+    Raises ExportError (writing nothing) when the composition's top-1 differs from the Keras
+    model's on any check photo, or a probability differs by MAX_PROBABILITY_DIFF or more."""
+    directory = Path(directory)
+    size = metadata.input_size
+    parts, tail, views = classifier_parts(model, metadata)
+    spec, contents = convert_split(parts, tail, views, size, converted)
+    composed = split_runtime(spec, contents)
+    if composed.output_names != (serving.PROBABILITIES,):
+        raise ExportError(f"the tail of {metadata.name} gives {list(composed.output_names)}, "
+                          f"expected [{serving.PROBABILITIES!r}]")
+    forward = keras_forward(model, size) if reference is None else None
+    batches = photo_batches(check_photos, size) if check_photos else synthetic_batches(size)
+    keras_out, split_out = [], []
+    for pixels in batches:
+        if forward is not None:
+            keras_out.append(forward(pixels))
+        split_out.append(composed(pixels))
+    reference = np.concatenate(keras_out) if forward is not None else reference
+    figures = compare(reference, np.concatenate(split_out), labels)
+    figures.update({
+        "check_set": "validation photos" if check_photos else f"{SYNTHETIC_CHECK_PHOTOS} synthetic images (no check photos given)",
+        "max_probability_diff_allowed": MAX_PROBABILITY_DIFF,
+    })
+    if figures["top1_disagreements"] or not figures["max_probability_diff"] < MAX_PROBABILITY_DIFF:
+        raise ExportError(
+            f"refused the split export of {metadata.name}: on {figures['photos']} check photos its top-1 differs "
+            f"from the Keras model's on {figures['top1_disagreements']} and probabilities differ by up to "
+            f"{figures['max_probability_diff']:.3g} (allowed: same top-1, under {MAX_PROBABILITY_DIFF:g}); "
+            f"nothing was written to {directory}")
+    spec["check"] = figures
+    write_split(directory, spec, contents)
+    return spec
 
 
 # -- models with several named outputs (the identifier's open-set model) ---------------------------
@@ -329,41 +579,62 @@ def shipped_tops(check_photos: Sequence[str | Path], artifacts_root: str | Path)
 
 
 def export_identifier(directory: str | Path, data_root: str | Path, artifacts_root: str | Path,
-                      per_folder: int = 2) -> dict:
-    """Export the identifier artifact's open-set model.keras to a float32 model.tflite, checked on
-    real photos (`identifier_check_photos`): every raw output within MAX_PROBABILITY_DIFF, every
-    signal within MAX_PROBABILITY_DIFF, the same nearest species and the same identification
-    (with the shipped classifiers' tops). Only then written, and the figures recorded in its
-    metadata.json under "export"; otherwise ExportError and nothing written."""
+                      per_folder: int = 2, whole: bool = True, split: bool = True,
+                      converted: dict | None = None) -> dict:
+    """Export the identifier artifact's open-set model.keras to a float32 model.tflite and to its
+    split export (trunks, tail, serving.json; one view), each checked on real photos
+    (`identifier_check_photos`): every raw output within MAX_PROBABILITY_DIFF, every signal
+    within MAX_PROBABILITY_DIFF, the same nearest species and the same identification (with the
+    shipped classifiers' tops). Only then written, and the figures recorded in its metadata.json
+    under "export" (the split's under "export"["split"]); otherwise ExportError and nothing of
+    that export written. `whole`/`split` False skips one."""
     import json
 
     from ml import identify
 
     directory = Path(directory)
     reference = identify.Identifier.load(directory, runtime=identify.KERAS)
-    content = convert_named(reference.model, reference.input_size, identify.OUTPUTS)
-    exported = identify.Identifier(reference.parameters, reference.arrays,
-                                   identify.NamedLiteRTModel(content), directory)
     photos = identifier_check_photos(data_root, per_folder)
-    figures = compare_identifier(reference, exported, photos, shipped_tops(photos, artifacts_root))
-    worst = max(max(figures["max_output_diff"].values()), figures["max_signal_diff"])
-    target = directory / identify.TFLITE_FILE
-    if worst >= MAX_PROBABILITY_DIFF or figures["nearest_disagreements"] or figures["identification_disagreements"]:
-        raise ExportError(
-            f"refused the LiteRT export of {directory}: on {figures['photos']} check photos outputs or signals "
-            f"differ by up to {worst:.3g} (allowed: under {MAX_PROBABILITY_DIFF:g}), the nearest species on "
-            f"{figures['nearest_disagreements']} and the identification on "
-            f"{figures['identification_disagreements']}; {target} was not written")
-    figures.update({"format": "litert", "dtype": "float32", "file": target.name,
-                    "mb": round(len(content) / 1e6, 2), "max_diff_allowed": MAX_PROBABILITY_DIFF,
-                    "check_set": f"{per_folder} photos of each butterflies50/train and other_lepidoptera folder"})
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(content)
-    temporary.replace(target)
+    tops = shipped_tops(photos, artifacts_root)
+    check_set = f"{per_folder} photos of each butterflies50/train and other_lepidoptera folder"
     metadata_path = directory / identify.METADATA_FILE
     metadata = json.loads(metadata_path.read_text())
+    figures = dict(metadata.get("export") or {})
+    if whole:
+        content = convert_named(reference.model, reference.input_size, identify.OUTPUTS)
+        exported = identify.Identifier(reference.parameters, reference.arrays,
+                                       identify.NamedLiteRTModel(content), directory)
+        target = directory / identify.TFLITE_FILE
+        figures = _checked_identifier(reference, exported, photos, tops, f"{target} was not written")
+        figures.update({"format": "litert", "dtype": "float32", "file": target.name,
+                        "mb": round(len(content) / 1e6, 2), "max_diff_allowed": MAX_PROBABILITY_DIFF,
+                        "check_set": check_set})
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        temporary.write_bytes(content)
+        temporary.replace(target)
+    if split:
+        parts, tail, views = identifier_parts(reference.model)
+        spec, contents = convert_split(parts, tail, views, reference.input_size, converted)
+        exported = identify.Identifier(reference.parameters, reference.arrays, split_runtime(spec, contents), directory)
+        spec["check"] = _checked_identifier(reference, exported, photos, tops,
+                                            f"nothing of its split export was written to {directory}")
+        spec["check"].update({"max_diff_allowed": MAX_PROBABILITY_DIFF, "check_set": check_set})
+        write_split(directory, spec, contents)
+        figures["split"] = split_summary(spec)
     metadata["export"] = figures
     metadata_path.write_text(json.dumps(metadata, indent=2) + "\n")
+    return figures
+
+
+def _checked_identifier(reference, exported, photos, tops, not_written: str) -> dict:
+    figures = compare_identifier(reference, exported, photos, tops)
+    worst = max(max(figures["max_output_diff"].values()), figures["max_signal_diff"])
+    if worst >= MAX_PROBABILITY_DIFF or figures["nearest_disagreements"] or figures["identification_disagreements"]:
+        raise ExportError(
+            f"refused the LiteRT export of {reference.directory}: on {figures['photos']} check photos outputs or "
+            f"signals differ by up to {worst:.3g} (allowed: under {MAX_PROBABILITY_DIFF:g}), the nearest species "
+            f"on {figures['nearest_disagreements']} and the identification on "
+            f"{figures['identification_disagreements']}; {not_written}")
     return figures
 
 

@@ -34,6 +34,7 @@ TFLITE_FILE = "model.tflite"
 SIGNATURE = "serve"  # the export's signature; its outputs are keyed by the names in OUTPUTS
 KERAS = "keras"
 LITERT = "litert"
+SPLIT = "split"  # shared trunks + the identifier's tail (ml/serving.py), all LiteRT
 PARAMETERS_FILE = "parameters.json"
 ARRAYS_FILE = "parameters.npz"  # the fitted arrays: class centroids, the "known species" logistic
 METADATA_FILE = "metadata.json"
@@ -165,15 +166,21 @@ class Identifier:
         self.arrays = dict(arrays or {})
         self.directory = directory
         self.input_size = int(parameters.get("input_size", INPUT_SIZE))
-        # A NamedLiteRTModel (served) or a Keras model (artifacts without an export; export checks).
+        # A SplitModel or NamedLiteRTModel (served) or a Keras model (artifacts without an export;
+        # export checks).
+        from ml.serving import SplitModel
+
         self.model = model
-        self.runtime = LITERT if isinstance(model, NamedLiteRTModel) else KERAS
+        self.runtime = SPLIT if isinstance(model, SplitModel) else LITERT if isinstance(model, NamedLiteRTModel) else KERAS
         self._forward = None
 
     @classmethod
     def load(cls, directory: str | Path, runtime: str | None = None) -> "Identifier":
-        """`runtime`: None serves model.tflite when the artifact has one, else model.keras (with a
-        warning); "keras" or "litert" insists on one (export checks, benchmarks)."""
+        """`runtime`: None serves the split export when the artifact has one (serving.json), else
+        model.tflite, else model.keras (with a warning); "split", "litert" or "keras" insists on
+        one (export checks, benchmarks)."""
+        from ml import serving
+
         directory = Path(directory)
         try:
             parameters = json.loads((directory / PARAMETERS_FILE).read_text())
@@ -183,11 +190,19 @@ class Identifier:
             raise IdentifierError(f"unreadable {directory / PARAMETERS_FILE}: {error}") from None
         tflite = directory / TFLITE_FILE
         if runtime is None:
-            runtime = LITERT if tflite.is_file() else KERAS
+            runtime = SPLIT if serving.has_split(directory) else LITERT if tflite.is_file() else KERAS
             if runtime == KERAS:
                 logger.warning("%s has no %s: serving its Keras open-set model, which imports TensorFlow; "
-                               "export it with `python -m ml.export identifier %s`", directory, TFLITE_FILE, directory)
-        if runtime == LITERT:
+                               "export it with `python -m ml export-identifier %s`", directory, TFLITE_FILE, directory)
+        if runtime == SPLIT:
+            try:
+                model = serving.SplitModel.load(directory)
+            except serving.ServingError as error:
+                raise IdentifierError(str(error)) from error
+            if sorted(model.output_names) != sorted(OUTPUTS):
+                raise IdentifierError(f"the split export in {directory} gives {sorted(model.output_names)}, "
+                                      f"expected {sorted(OUTPUTS)}")
+        elif runtime == LITERT:
             if not tflite.is_file():
                 raise IdentifierError(f"no {TFLITE_FILE} in {directory}")
             try:
@@ -205,7 +220,7 @@ class Identifier:
             except Exception as error:  # a truncated or corrupt file raises many kinds of errors
                 raise IdentifierError(f"cannot load {model_path}: {error}") from error
         else:
-            raise ValueError(f"unknown runtime {runtime!r}: {KERAS!r} or {LITERT!r}")
+            raise ValueError(f"unknown runtime {runtime!r}: {SPLIT!r}, {LITERT!r} or {KERAS!r}")
         try:
             with np.load(directory / ARRAYS_FILE) as stored:
                 arrays = {name: stored[name] for name in stored.files}
@@ -224,6 +239,8 @@ class Identifier:
         pixels = np.asarray(pixels, np.float32)
         if len(pixels) == 0:
             return {name: np.zeros((0, 0), np.float32) for name in OUTPUTS}
+        if self.runtime == SPLIT:
+            return self.model.outputs(pixels)
         if self.runtime == LITERT:
             return self.model(pixels)
         if self._forward is None:

@@ -18,12 +18,13 @@ from typing import Sequence
 
 import numpy as np
 
-from ml import artifact, images
+from ml import artifact, images, serving
 
 logger = logging.getLogger(__name__)
 
 KERAS = "keras"
 LITERT = "litert"
+SPLIT = "split"  # shared trunks + the model's tail (ml/serving.py), all LiteRT
 
 
 @dataclass(frozen=True)
@@ -82,14 +83,18 @@ class LiteRTModel:
 
 
 class Predictor:
-    """Serves an artifact's model.tflite with LiteRT (no TensorFlow in the process); an artifact
-    made before exports existed is served by its Keras model, with a warning."""
+    """Serves an artifact's split export (shared trunks + its tail, ml/serving.py) or else its
+    model.tflite with LiteRT (no TensorFlow in the process); an artifact made before exports
+    existed is served by its Keras model, with a warning."""
 
     def __init__(self, model, metadata: artifact.ArtifactMetadata, directory: Path, runtime: str = "keras"):
         self.metadata = metadata
         self.directory = directory
         self.runtime = runtime
-        if runtime == LITERT:
+        if runtime == SPLIT:
+            self.model = None
+            self._forward = model
+        elif runtime == LITERT:
             self.model = None
             self._forward = model if isinstance(model, LiteRTModel) else LiteRTModel(model)
         else:
@@ -103,17 +108,28 @@ class Predictor:
 
     @classmethod
     def load(cls, directory: str | Path, runtime: str | None = None) -> "Predictor":
-        """`runtime`: None serves model.tflite when the artifact has one, else model.keras;
-        "keras" or "litert" insists on one (benchmarks, export checks)."""
+        """`runtime`: None serves the split export when the artifact has one (serving.json), else
+        model.tflite, else model.keras; "split", "litert" or "keras" insists on one (benchmarks,
+        export checks)."""
         directory = Path(directory)
         tflite = directory / artifact.TFLITE_FILE
         if runtime is None:
-            runtime = LITERT if tflite.is_file() else KERAS
+            runtime = SPLIT if serving.has_split(directory) else LITERT if tflite.is_file() else KERAS
             if runtime == KERAS:
                 logger.warning("%s has no %s (made before LiteRT exports): serving its Keras model, which "
                                "imports TensorFlow; export it with `python -m ml export %s`",
                                directory, artifact.TFLITE_FILE, directory)
-        if runtime == LITERT:
+        if runtime == SPLIT:
+            metadata = artifact.read_metadata(directory)
+            try:
+                model = serving.SplitModel.load(directory)
+            except serving.ServingError as error:
+                raise artifact.ArtifactError(str(error)) from error
+            if model.output_names != (serving.PROBABILITIES,) or model.input_size != metadata.input_size:
+                raise artifact.ArtifactError(f"the split export in {directory} gives {list(model.output_names)} at "
+                                             f"{model.input_size} px; expected [{serving.PROBABILITIES!r}] at "
+                                             f"{metadata.input_size} px")
+        elif runtime == LITERT:
             metadata = artifact.read_metadata(directory)
             if not tflite.is_file():
                 raise artifact.ArtifactError(f"no {artifact.TFLITE_FILE} in {directory}")
@@ -127,7 +143,7 @@ class Predictor:
         elif runtime == KERAS:
             model, metadata = artifact.load(directory)
         else:
-            raise ValueError(f"unknown runtime {runtime!r}: {KERAS!r} or {LITERT!r}")
+            raise ValueError(f"unknown runtime {runtime!r}: {SPLIT!r}, {LITERT!r} or {KERAS!r}")
         predictor = cls(model, metadata, directory, runtime)
         predictor.warm_up()
         return predictor
@@ -142,7 +158,10 @@ class Predictor:
 
     def warm_up(self) -> None:
         """Trace the graph (Keras) or allocate the tensors (LiteRT) at load time, not on the first request."""
-        self.predict_arrays(np.zeros((1, *self._input_shape()), np.float32))
+        probabilities = self.predict_arrays(np.zeros((1, *self._input_shape()), np.float32))
+        if probabilities.shape[-1] != len(self.classes):
+            raise artifact.ArtifactError(f"{self.directory} ({self.runtime}) gives {probabilities.shape[-1]} "
+                                         f"probabilities but metadata lists {len(self.classes)} classes")
 
     def predict_arrays(self, pixels: np.ndarray) -> np.ndarray:
         """Probabilities for a batch of RGB pixel arrays (0..255) at the model's input size."""

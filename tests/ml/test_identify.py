@@ -153,16 +153,23 @@ needs_export = pytest.mark.skipif(not (IDENTIFIER_DIR / identify.TFLITE_FILE).is
                                   reason=f"needs {IDENTIFIER_DIR / identify.TFLITE_FILE} (python -m ml.export identifier)")
 
 
+needs_split = pytest.mark.skipif(not (IDENTIFIER_DIR / "serving.json").is_file(),
+                                 reason=f"needs {IDENTIFIER_DIR / 'serving.json'} (python -m ml export-identifier)")
+
+
 @needs_export
-def test_shipped_identifier_serves_its_export_without_tensorflow():
+@needs_split
+@pytest.mark.parametrize("runtime", [None, identify.LITERT])
+def test_shipped_identifier_serves_its_export_without_tensorflow(runtime):
     import subprocess
     import sys
 
+    expected = runtime or identify.SPLIT  # by default, the split export (shared trunks)
     code = (
         "import sys, numpy as np\n"
-        "from ml.identify import Identifier, LITERT\n"
-        f"identifier = Identifier.load({str(IDENTIFIER_DIR)!r})\n"
-        "assert identifier.runtime == LITERT, identifier.runtime\n"
+        "from ml.identify import Identifier\n"
+        f"identifier = Identifier.load({str(IDENTIFIER_DIR)!r}, runtime={runtime!r})\n"
+        f"assert identifier.runtime == {expected!r}, identifier.runtime\n"
         "[s] = identifier.signals(np.full((1, 224, 224, 3), 128, np.float32))\n"
         "assert 'known' in s and 'nearest' in s, s\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras')))\n"
@@ -173,13 +180,15 @@ def test_shipped_identifier_serves_its_export_without_tensorflow():
 
 
 @needs_export
-def test_export_gives_the_keras_signals_and_answers_on_real_photos(butterflies_dir):
+@needs_split
+@pytest.mark.parametrize("runtime", [identify.SPLIT, identify.LITERT])
+def test_export_gives_the_keras_signals_and_answers_on_real_photos(butterflies_dir, runtime):
     from ml import export
 
     photos = export.identifier_check_photos(butterflies_dir.parent, per_folder=1)[::6]
     keras_identifier = Identifier.load(IDENTIFIER_DIR, runtime=identify.KERAS)
-    served = Identifier.load(IDENTIFIER_DIR)
-    assert served.runtime == identify.LITERT
+    served = Identifier.load(IDENTIFIER_DIR, runtime=runtime)
+    assert served.runtime == runtime
     figures = export.compare_identifier(keras_identifier, served, photos,
                                         export.shipped_tops(photos, ROOT / "artifacts"))
     assert figures["photos"] == len(photos) >= 10
@@ -199,3 +208,12 @@ def test_an_artifact_without_export_is_served_by_keras_with_a_warning(tmp_path, 
     assert "no model.tflite" in caplog.text
     with pytest.raises(identify.IdentifierError, match="no model.tflite"):
         Identifier.load(tmp_path, runtime=identify.LITERT)
+    with pytest.raises(identify.IdentifierError, match="no serving.json"):
+        Identifier.load(tmp_path, runtime=identify.SPLIT)
+
+
+@needs_export
+def test_an_artifact_without_a_split_export_is_served_from_model_tflite(tmp_path):
+    for name in (identify.PARAMETERS_FILE, identify.ARRAYS_FILE, identify.TFLITE_FILE):
+        (tmp_path / name).symlink_to(IDENTIFIER_DIR / name)
+    assert Identifier.load(tmp_path).runtime == identify.LITERT
