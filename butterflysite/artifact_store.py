@@ -29,11 +29,17 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 
+from ml import serving
+
 PREFIX = "storage:"
-# model.tflite is what workers serve (LiteRT, no TensorFlow on the slug); model.keras stays the
-# source of truth. metadata.json last: its presence marks a complete upload.
+# model.tflite is what workers serve when an artifact has no split export (LiteRT, no TensorFlow
+# on the slug); model.keras stays the source of truth. metadata.json last: its presence marks a
+# complete upload.
 FILES = ("model.keras", "model.tflite", "metadata.json")
 EXPORT_FILE = "model.tflite"
+# The split export (ml/serving.py): serving.json names its trunk and tail files, which travel with
+# it. Artifacts published before it have none: still fetched (served from model.tflite).
+SPLIT_FILE = serving.SERVING_FILE
 # Artifacts published before LiteRT exports have no model.tflite: still fetched (served by Keras).
 REQUIRED_FILES = tuple(f for f in FILES if f != EXPORT_FILE)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -57,22 +63,47 @@ def _key(name: str, filename: str) -> str:
     return str(PurePosixPath(settings.ML_ARTIFACTS_STORAGE_PREFIX) / name / filename)
 
 
+def _split_files(spec: dict, where) -> list[str]:
+    """The files serving.json names (trunks, tail), each a plain file name."""
+    files = serving.split_files(spec)
+    for filename in files:
+        if not _NAME.match(filename) or filename in FILES or filename == SPLIT_FILE:
+            raise ArtifactStoreError(f"{where} names a bad file {filename!r}")
+    return files
+
+
+def artifact_files(directory: str | Path) -> list[str]:
+    """The files of an artifact directory to publish, in upload order: model.keras, model.tflite,
+    the split export if it has one (its trunks and tail, then serving.json), metadata.json last."""
+    directory = Path(directory)
+    files = list(FILES[:-1])
+    if (directory / SPLIT_FILE).is_file():
+        try:
+            spec = serving.read_spec(directory)
+        except serving.ServingError as error:
+            raise ArtifactStoreError(str(error)) from error
+        files += [*_split_files(spec, directory / SPLIT_FILE), SPLIT_FILE]
+    return files + [FILES[-1]]
+
+
 def publish(directory: str | Path, name: str, storage=None) -> str:
-    """Upload an artifact directory (model.keras, its checked model.tflite, metadata.json) and
-    return its reference. An artifact without model.tflite is refused: workers serve the export."""
+    """Upload an artifact directory (model.keras, its checked model.tflite and split export,
+    metadata.json) and return its reference. An artifact without model.tflite is refused:
+    workers serve the exports."""
     storage = storage or default_storage
     directory = Path(directory)
     _check_name(name)
-    for filename in FILES:
+    files = artifact_files(directory)
+    for filename in files:
         if not (directory / filename).is_file():
             hint = " (export it with `python -m ml export DIR`: workers serve it without TensorFlow)" \
                 if filename == EXPORT_FILE else ""
             raise ArtifactStoreError(f"no {filename} in {directory}{hint}")
-    for filename in FILES:
+    for filename in files:
         key = _key(name, filename)
         if storage.exists(key):
             raise ArtifactStoreError(f"{key} already exists: published artifacts are immutable")
-    for filename in FILES:
+    for filename in files:
         with open(directory / filename, "rb") as handle:
             saved = storage.save(_key(name, filename), File(handle, name=filename))
         if saved != _key(name, filename):  # a storage that renames instead of writing the key
@@ -98,15 +129,17 @@ def local_dir(reference: str, storage=None) -> Path:
     partial = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache))
     try:
         for filename in FILES:
-            key = _key(name, filename)
-            if filename == EXPORT_FILE and not storage.exists(key):
+            if filename == EXPORT_FILE and not storage.exists(_key(name, filename)):
                 continue  # published before exports: served by Keras, with a warning
+            _download(storage, name, filename, partial)
+        if storage.exists(_key(name, SPLIT_FILE)):  # else published before split exports
+            _download(storage, name, SPLIT_FILE, partial)
             try:
-                source = storage.open(key, "rb")
-            except (FileNotFoundError, OSError) as error:
-                raise ArtifactStoreError(f"cannot read {key}: {error}") from error
-            with source, open(partial / filename, "wb") as out:
-                shutil.copyfileobj(source, out, length=1024 * 1024)
+                spec = serving.read_spec(partial)
+            except serving.ServingError as error:
+                raise ArtifactStoreError(f"{_key(name, SPLIT_FILE)}: {error}") from error
+            for filename in _split_files(spec, _key(name, SPLIT_FILE)):
+                _download(storage, name, filename, partial)
         try:
             os.rename(partial, target)
         except OSError:
@@ -116,3 +149,13 @@ def local_dir(reference: str, storage=None) -> Path:
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return target
+
+
+def _download(storage, name: str, filename: str, folder: Path) -> None:
+    key = _key(name, filename)
+    try:
+        source = storage.open(key, "rb")
+    except (FileNotFoundError, OSError) as error:
+        raise ArtifactStoreError(f"cannot read {key}: {error}") from error
+    with source, open(folder / filename, "wb") as out:
+        shutil.copyfileobj(source, out, length=1024 * 1024)

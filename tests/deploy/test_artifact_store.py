@@ -1,6 +1,7 @@
 """Trained model artifacts round-trip through the private bucket into a worker's local cache."""
 
 import json
+import shutil
 import threading
 
 import pytest
@@ -30,13 +31,15 @@ def test_publish_then_fetch_gives_identical_files(s3_storage, bucket, tmp_path):
     reference = artifact_store.publish(SHIPPED, "retrained_v2", storage=s3_storage)
     assert reference == "storage:artifacts/retrained_v2"
     keys = {item["Key"] for item in bucket["client"].list_objects_v2(Bucket=bucket["name"])["Contents"]}
-    assert keys == {"artifacts/retrained_v2/model.keras", "artifacts/retrained_v2/model.tflite",
-                    "artifacts/retrained_v2/metadata.json"}
+    # The split export travels with it: serving.json and the trunk and tail it names.
+    assert keys == {f"artifacts/retrained_v2/{name}" for name in (
+        "model.keras", "model.tflite", "serving.json", "trunk_0.tflite", "tail.tflite", "metadata.json")}
 
     local = artifact_store.local_dir(reference, storage=s3_storage)
     assert local == tmp_path / "cache" / "retrained_v2"
-    for name in artifact_store.FILES:
-        assert (local / name).read_bytes() == (SHIPPED / name).read_bytes()
+    assert sorted(p.name for p in local.iterdir()) == sorted(key.rsplit("/", 1)[1] for key in keys)
+    for path in local.iterdir():
+        assert path.read_bytes() == (SHIPPED / path.name).read_bytes()
     # A second call uses the cache: it works even with the bucket emptied.
     for key in keys:
         bucket["client"].delete_object(Bucket=bucket["name"], Key=key)
@@ -78,13 +81,11 @@ def test_the_fetched_artifact_loads_as_a_predictor(s3_storage):
 
     local = artifact_store.local_dir(artifact_store.publish(SHIPPED, "loadable", storage=s3_storage), storage=s3_storage)
     predictor = Predictor.load(local)
-    assert predictor.runtime == "litert"  # served without TensorFlow
+    assert predictor.runtime == "split"  # shared trunks, served without TensorFlow
     assert predictor.classes == Predictor.load(SHIPPED).classes
 
 
 def test_an_artifact_without_its_export_is_refused_and_nothing_uploaded(s3_storage, bucket, tmp_path):
-    import shutil
-
     old = tmp_path / "old"
     shutil.copytree(SHIPPED, old)
     (old / "model.tflite").unlink()
@@ -94,16 +95,31 @@ def test_an_artifact_without_its_export_is_refused_and_nothing_uploaded(s3_stora
 
 
 def test_an_artifact_published_before_exports_still_fetches(s3_storage, bucket, tmp_path):
+    from ml.predict import Predictor
+
     reference = artifact_store.publish(SHIPPED, "legacy", storage=s3_storage)
-    bucket["client"].delete_object(Bucket=bucket["name"], Key="artifacts/legacy/model.tflite")
+    for name in ("serving.json", "trunk_0.tflite", "tail.tflite"):  # published before split exports
+        bucket["client"].delete_object(Bucket=bucket["name"], Key=f"artifacts/legacy/{name}")
+    local = artifact_store.local_dir(reference, storage=s3_storage)
+    assert sorted(p.name for p in local.iterdir()) == ["metadata.json", "model.keras", "model.tflite"]
+    assert Predictor.load(local).runtime == "litert"
+    shutil.rmtree(local)
+    bucket["client"].delete_object(Bucket=bucket["name"], Key="artifacts/legacy/model.tflite")  # before exports
     local = artifact_store.local_dir(reference, storage=s3_storage)
     assert sorted(p.name for p in local.iterdir()) == ["metadata.json", "model.keras"]
 
 
+def test_a_split_export_missing_a_file_is_refused_and_nothing_uploaded(s3_storage, bucket, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(SHIPPED, broken)
+    (broken / "tail.tflite").unlink()
+    with pytest.raises(artifact_store.ArtifactStoreError, match="no tail.tflite"):
+        artifact_store.publish(broken, "no_tail", storage=s3_storage)
+    assert "Contents" not in bucket["client"].list_objects_v2(Bucket=bucket["name"], Prefix="artifacts/no_tail/")
+
+
 @pytest.mark.django_db
 def test_a_retrained_version_is_published_to_the_bucket_for_every_worker(bucket, tmp_path):
-    import shutil
-
     from classifier import artifacts, services
     from retraining.services import artifact_location_for_workers
 
