@@ -1,23 +1,36 @@
 #!/usr/bin/env python3
-"""Resident memory of the Procfile's web and worker processes, as they run on a dyno.
+"""Peak memory of the Procfile's web, worker and trainer processes, as they run on a dyno.
 
-    .venv/bin/python scripts/deploy/measure_memory.py [--web-concurrency 2] [--worker-concurrency 1,2]
+    .venv/bin/python scripts/deploy/measure_memory.py [--web-concurrency 2] [--worker-concurrency 1,2] \\
+        [--trainer-photos-per-species 10] [--json docs/perf/memory.json]
 
-Runs release (collectstatic, migrate: registers the shipped models), then `web` with
-WEB_CONCURRENCY gunicorn workers and `worker` with each CELERY_WORKER_CONCURRENCY, exactly as the
-Procfile starts them, with production settings against PostgreSQL, Redis and a private bucket on
-a local moto_server. Each process type is exercised first (page and API requests, uploads; the
-worker classifies photos, so every active model is loaded in every pool process), then the
-resident memory of its whole process tree is read from /proc: RSS (what `ps` shows) and PSS
-(shared pages split between processes, which is what a dyno's memory adds up to).
+Runs release (collectstatic, migrate: registers the shipped models), then each process type
+exactly as the Procfile starts it, with production settings against PostgreSQL, Redis and a
+private bucket on a local moto_server:
+- `web` with WEB_CONCURRENCY gunicorn workers, after page and API requests and uploads;
+- `worker` with each CELERY_WORKER_CONCURRENCY and CLASSIFIER_BATCH_SIZE (16 by default), after
+  classifying real photos: 2 x batch size x concurrency photos wait in the queue when it starts,
+  so its pool processes run full batches with every active model;
+- `trainer` while it runs a whole retrain of the default model (`manage.py retrain --queue`, as
+  in production): its recipe (two MobileNetV2 backbones, head then fine-tuning, the LiteRT
+  export and its check), on --trainer-photos-per-species photos of each butterflies50 species
+  (the memory of a step depends on the batch, not on how many photos there are) and one
+  fine-tuning epoch.
+Every process of each tree is sampled from /proc every 0.25 s: VmHWM (the kernel's peak RSS per
+process), RSS, and PSS (shared pages split between processes, which is what a dyno's memory
+adds up to). A dyno's figure is the sum over its processes: the peak of the summed PSS and RSS
+samples, and the sum of the processes' VmHWM (an upper bound: peaks need not coincide). Also
+whether any process has TensorFlow's libraries mapped.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -26,87 +39,226 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import harness as h  # noqa: E402
 
-DYNOS_MB = {"Basic / Standard-1X": 512, "Standard-2X": 1024, "Performance-M": 2560, "Performance-L": 14336}
+DYNOS_MB = {"Standard-1X": 512, "Standard-2X": 1024, "Performance-M": 2560, "Performance-L": 14336}
 PHOTOS = h.PHOTOS / "test"
 HTTPS = {"X-Forwarded-Proto": "https", "Host": "bench.herokuapp.com"}
+TRAINING_RUNTIME_MAPPINGS = ("/site-packages/tensorflow/", "/site-packages/keras/", "libtensorflow")
 
 
-def sample_photos(count: int) -> list[Path]:
+def sample_photos(count: int, offset: int = 0) -> list[Path]:
     folders = sorted(p for p in PHOTOS.iterdir() if p.is_dir())
-    return [sorted(folders[i % len(folders)].iterdir())[i // len(folders)] for i in range(count)]
+    return [sorted(folders[i % len(folders)].iterdir())[(i // len(folders)) % 20] for i in range(offset, offset + count)]
 
 
 def fits(mb: float) -> dict:
     return {name: f"{100 * mb / size:.0f}%" for name, size in DYNOS_MB.items()}
 
 
+def process_status(pid: int) -> dict:
+    """VmHWM, RSS, PSS (MB) of one process, whether TensorFlow is mapped in it, and its command."""
+    out = {"pid": pid}
+    with contextlib.suppress(OSError):
+        out["cmd"] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:100].strip()
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key == "VmHWM":
+                out["vmhwm_mb"] = round(int(value.split()[0]) / 1024, 1)
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("Rss", "Pss"):
+                out[key.lower() + "_mb"] = round(int(value.split()[0]) / 1024, 1)
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        out["tensorflow_mapped"] = any(marker in maps for marker in TRAINING_RUNTIME_MAPPINGS)
+    return out
+
+
+class Sampler:
+    """Samples a Procfile process tree every `interval` s in a thread; keeps each process's last
+    status (VmHWM only grows) and the peak of the tree's summed RSS and PSS."""
+
+    def __init__(self, root_pid: int, interval: float = 0.25):
+        self.root_pid, self.interval = root_pid, interval
+        self.processes: dict[int, dict] = {}
+        self.peak = {"rss_mb": 0.0, "pss_mb": 0.0}
+        self.activity = ""  # what the process is doing (set by the caller), recorded at the peak
+        self.peak_pss_during = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def sample(self) -> None:
+        current = [process_status(pid) for pid in h.descendants(self.root_pid)]
+        current = [p for p in current if any(word in p.get("cmd", "") for word in ("python", "gunicorn", "celery"))]
+        for p in current:
+            seen = self.processes.get(p["pid"], {})
+            self.processes[p["pid"]] = {**p, "tensorflow_mapped": p.get("tensorflow_mapped") or seen.get("tensorflow_mapped", False),
+                                        "peak_pss_mb": max(p.get("pss_mb", 0), seen.get("peak_pss_mb", 0))}
+        pss = round(sum(p.get("pss_mb", 0) for p in current), 1)
+        if pss > self.peak["pss_mb"]:
+            self.peak_pss_during = self.activity
+        for key in self.peak:
+            self.peak[key] = max(self.peak[key], round(sum(p.get(key, 0) for p in current), 1))
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.sample()
+            time.sleep(self.interval)
+
+    def figures(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        processes = list(self.processes.values())
+        vmhwm = round(sum(p.get("vmhwm_mb", 0) for p in processes), 1)
+        return {"processes": processes, "peak_rss_mb": self.peak["rss_mb"], "peak_pss_mb": self.peak["pss_mb"],
+                "sum_vmhwm_mb": vmhwm, "largest_vmhwm_mb": max((p.get("vmhwm_mb", 0) for p in processes), default=0),
+                "tensorflow_mapped": any(p["tensorflow_mapped"] for p in processes),
+                **({"peak_pss_during": self.peak_pss_during} if self.peak_pss_during else {}),
+                "dyno_use_by_peak_pss": fits(self.peak["pss_mb"]), "dyno_use_by_sum_vmhwm": fits(vmhwm)}
+
+
+def describe(name: str, figures: dict) -> str:
+    return (f"{name}: peak PSS {figures['peak_pss_mb']} MB, peak RSS {figures['peak_rss_mb']} MB, sum of VmHWM "
+            f"{figures['sum_vmhwm_mb']} MB (" + ", ".join(f"{p.get('vmhwm_mb', 0):.0f}" for p in figures["processes"])
+            + f"), TensorFlow mapped: {figures['tensorflow_mapped']}")
+
+
+def small_retrain_data(work: Path, per_species: int) -> dict:
+    """ImageFolders of symlinks: per_species train photos and half as many test photos of each species."""
+    dirs = {"RETRAIN_BASE_DATA_DIR": work / "retrain-base", "RETRAIN_BENCHMARK_DIR": work / "retrain-benchmark"}
+    for key, split, n in (("RETRAIN_BASE_DATA_DIR", "train", per_species),
+                          ("RETRAIN_BENCHMARK_DIR", "test", max(per_species // 2, 2))):
+        for folder in sorted(p for p in (h.PHOTOS / split).iterdir() if p.is_dir()):
+            (dirs[key] / folder.name).mkdir(parents=True)
+            for photo in sorted(folder.iterdir())[:n]:
+                (dirs[key] / folder.name / photo.name).symlink_to(photo)
+    return {**dirs, "RETRAIN_WEIGHTS_DIR": h.PHOTOS.parents[1] / "weights", "RETRAIN_CACHE_DIR": work / "feature-cache",
+            "RETRAIN_OUTPUT_DIR": work / "retrained", "RETRAIN_SOFT_TIME_LIMIT": 3600}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--web-concurrency", type=int, default=2)
-    parser.add_argument("--worker-concurrency", default="1,2")
+    parser.add_argument("--worker-concurrency", default="1", help="comma-separated CELERY_WORKER_CONCURRENCY values")
+    parser.add_argument("--worker-batch-sizes", default="16", help="comma-separated CLASSIFIER_BATCH_SIZE values")
+    parser.add_argument("--trainer-photos-per-species", type=int, default=10, help="0: skip the trainer")
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra config var for web and worker (e.g. MALLOC_ARENA_MAX=2)")
+                        help="extra config var for every process (e.g. MALLOC_ARENA_MAX=2)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="memory-"))
-    figures = {"extra_env": args.env, "web": {}, "worker": {}}
+    figures = {"extra_env": args.env, "load_avg_before": h.load_average(), "web": {}, "worker": {}, "trainer": {}}
     with h.moto_server(work) as bucket, h.scratch_database(os.environ.get("DATABASE_URL", h.DEFAULT_DATABASE_URL)) as db:
         env = h.production_env(
             **bucket, DATABASE_URL=db, REDIS_URL=h.redis_db(os.environ.get("REDIS_URL", h.DEFAULT_REDIS_URL), 12),
             DJANGO_STATIC_ROOT=work / "staticfiles", PORT=h.free_port(), WEB_CONCURRENCY=args.web_concurrency,
             ML_ARTIFACTS_CACHE_DIR=work / "artifact-cache",
+            # One account uploads every photo here, faster than the limits let one person.
+            RATELIMIT_UPLOAD_USER="10000/m", RATELIMIT_UPLOAD_IP="10000/m",
             **dict(item.split("=", 1) for item in args.env),
         )
         h.manage(env, "collectstatic", "--noinput", "-v", "0")
         h.manage(env, "migrate", "--noinput")
-        h.manage(env, "shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('m', password='memory-pass-1')")
+        h.manage(env, "shell", "-c", "from django.contrib.auth.models import User; "
+                 "User.objects.create_user('m', password='memory-pass-1', is_staff=True)")
         base = f"http://127.0.0.1:{env['PORT']}"
+        uploaded = 0
         web = h.start("web", env, work / "web.log")
+        web_sampler = Sampler(web.pid)
         try:
             h.wait_until(lambda: _get(base + "/accounts/login/") == 200, 90, what="gunicorn")
             token = requests.post(base + "/api/token/", json={"username": "m", "password": "memory-pass-1"},
                                   headers=HTTPS, timeout=10).json()["token"]
             auth = {**HTTPS, "Authorization": f"Token {token}"}
-            photo_ids = []
-            for photo in sample_photos(4 * args.web_concurrency):
-                response = requests.post(base + "/api/photos/", headers=auth, timeout=60,
-                                         files={"image": (photo.name, photo.read_bytes(), "image/jpeg")})
-                response.raise_for_status()
-                photo_ids.append(response.json()["id"])
-            for _ in range(10):
-                for path in ("/accounts/login/", "/api/photos/"):
-                    requests.get(base + path, headers=auth, timeout=10)
-            web_memory = h.tree_memory(web.pid)
-            figures["web"] = {"web_concurrency": args.web_concurrency, **web_memory, "dyno_use": fits(web_memory["rss_mb"])}
-            print(f"web (gunicorn, {args.web_concurrency} workers): RSS {web_memory['rss_mb']} MB, PSS {web_memory['pss_mb']} MB", flush=True)
 
-            for concurrency in [int(c) for c in args.worker_concurrency.split(",")]:
-                worker_env = {**env, "CELERY_WORKER_CONCURRENCY": str(concurrency)}
-                batch = []
-                for photo in sample_photos(3 * concurrency):
+            def upload(count: int) -> list[int]:
+                nonlocal uploaded
+                ids = []
+                for photo in sample_photos(count, uploaded):
                     response = requests.post(base + "/api/photos/", headers=auth, timeout=60,
                                              files={"image": (photo.name, photo.read_bytes(), "image/jpeg")})
-                    batch.append(response.json()["id"])
-                worker = h.start("worker", worker_env, work / f"worker-{concurrency}.log")
-                try:
-                    started = time.monotonic()
-                    for photo_id in photo_ids + batch:
-                        h.wait_until(lambda photo_id=photo_id: _status(base, photo_id, auth) in {"done", "failed"}, 300,
-                                     what=f"photo {photo_id} (log {work}/worker-{concurrency}.log)")
-                    time.sleep(2)
-                    memory = h.tree_memory(worker.pid)
-                    figures["worker"][str(concurrency)] = {**memory, "dyno_use": fits(memory["rss_mb"]),
-                                                            "seconds_to_drain": round(time.monotonic() - started, 1)}
-                    print(f"worker (concurrency {concurrency}): RSS {memory['rss_mb']} MB, PSS {memory['pss_mb']} MB "
-                          f"({len(memory['processes'])} processes: "
-                          + ", ".join(f"{p['rss_kb'] // 1024} MB" for p in memory["processes"]) + ")", flush=True)
-                finally:
-                    h.stop(worker)
-                photo_ids = []
+                    response.raise_for_status()
+                    ids.append(response.json()["id"])
+                uploaded += count
+                return ids
+
+            photo_ids = upload(4 * args.web_concurrency)
+            for _ in range(10):
+                for path in ("/accounts/login/", "/api/photos/", "/species/"):
+                    requests.get(base + path, headers=auth, timeout=10)
+            web_sampler.sample()
+            figures["web"] = {"web_concurrency": args.web_concurrency, **web_sampler.figures()}
+            print(describe(f"web (gunicorn, {args.web_concurrency} workers)", figures["web"]), flush=True)
+
+            for concurrency in [int(c) for c in args.worker_concurrency.split(",")]:
+                for batch_size in [int(b) for b in args.worker_batch_sizes.split(",")]:
+                    photo_ids += upload(2 * batch_size * concurrency)
+                    key = f"concurrency {concurrency}, batch {batch_size}"
+                    log = work / f"worker-{concurrency}-{batch_size}.log"
+                    worker = h.start("worker", {**env, "CELERY_WORKER_CONCURRENCY": str(concurrency),
+                                                "CLASSIFIER_BATCH_SIZE": str(batch_size)}, log)
+                    sampler = Sampler(worker.pid)
+                    try:
+                        started = time.monotonic()
+                        for photo_id in photo_ids:
+                            h.wait_until(lambda photo_id=photo_id: _status(base, photo_id, auth) in {"done", "failed"},
+                                         300, what=f"photo {photo_id} (log {log})")
+                        drained = time.monotonic() - started
+                        time.sleep(1)
+                        figures["worker"][key] = {
+                            **sampler.figures(), "concurrency": concurrency, "batch_size": batch_size,
+                            "photos": len(photo_ids), "seconds_to_drain": round(drained, 1),
+                            "failed": sum(_status(base, i, auth) == "failed" for i in photo_ids)}
+                        print(describe(f"worker ({key}, {len(photo_ids)} photos)", figures["worker"][key]), flush=True)
+                    finally:
+                        h.stop(worker)
+                    photo_ids = []
+
+            if args.trainer_photos_per_species:
+                figures["trainer"] = trainer(env, work, args.trainer_photos_per_species, db)
+                print(describe("trainer (a whole retrain)", figures["trainer"]), flush=True)
         finally:
             h.stop(web)
+    figures["load_avg_after"] = h.load_average()
     h.report(figures, args.json)
     return 0
+
+
+def trainer(env: dict, work: Path, per_species: int, database_url: str) -> dict:
+    """The Procfile's trainer during a whole retrain queued as in production; sampled until it ends."""
+    import psycopg2
+
+    trainer_env = {**env, **{k: str(v) for k, v in small_retrain_data(work, per_species).items()},
+                   "ML_ARTIFACTS_CACHE_DIR": str(work / "trainer-artifact-cache")}
+    h.manage(env, "shell", "-c", (
+        "from django.contrib.auth.models import User\n"
+        "from retraining import services\n"
+        "services.retrain_run_request(requested_by=User.objects.get(username='m'), train_config={'fine_tune_epochs': 1})\n"))
+    process = h.start("trainer", trainer_env, work / "trainer.log")
+    sampler = Sampler(process.pid)
+    started = time.monotonic()
+
+    def run_row():
+        assert process.poll() is None, (work / "trainer.log").read_text()[-3000:]
+        connection = psycopg2.connect(database_url)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT status, error, stage FROM retraining_retrainrun")
+                row = cursor.fetchone()
+        finally:
+            connection.close()
+        sampler.activity = row[2]
+        return row if row[0] in ("succeeded", "failed", "cancelled") else None
+
+    try:
+        status, error, _ = h.wait_until(run_row, 3600, interval=1, what=f"the retrain (log {work}/trainer.log)")
+        seconds = time.monotonic() - started
+        time.sleep(0.5)
+    finally:
+        figures = sampler.figures()
+        h.stop(process)
+    if status != "succeeded":
+        raise RuntimeError(f"the retrain {status}: {error}")
+    return {**figures, "photos_per_species": per_species, "retrain_seconds": round(seconds, 1), "status": status}
 
 
 def _get(url):
