@@ -58,8 +58,9 @@ def test_photos_are_classified_while_the_trainer_retrains(retrain_environment, l
     response = staff_client.post(reverse("admin:retraining_retrainrun_start"), {})
     run = RetrainRun.objects.get()
     assert response.status_code == 302 and response["Location"].endswith(f"/{run.pk}/change/")
-    wait_for(lambda: RetrainRun.objects.filter(pk=run.pk, status=RetrainRun.Status.RUNNING).exists(), 120,
-             "the trainer to start the run", live_trainer.log)
+    # Past its first steps (TensorFlow loaded, the photos gathered), it is training.
+    wait_for(lambda: RetrainRun.objects.filter(pk=run.pk, status=RetrainRun.Status.RUNNING, progress__gte=0.02).exists(),
+             120, "the trainer to start training", live_trainer.log, interval=0.1)
 
     # Photos uploaded now are classified while the retrain runs.
     uploaded_at = time.monotonic()
@@ -87,10 +88,11 @@ def test_photos_are_classified_while_the_trainer_retrains(retrain_environment, l
     run.refresh_from_db()
     assert run.status == RetrainRun.Status.SUCCEEDED, (run.status, run.error, "".join(live_trainer.log)[-3000:])
     assert run.candidate is not None and run.decision in (RetrainRun.Decision.PROMOTED, RetrainRun.Decision.REJECTED)
-    # Each process served its own queue.
-    assert "retraining.tasks.retrain_run_task" in "".join(live_trainer.log)
-    assert "retraining.tasks.retrain_run_task" not in "".join(live_worker.log)
-    assert "classifier.tasks.classify_photo" not in "".join(live_trainer.log)
+    # Each process served its own queue (Celery logs "Task <name>[<id>] received").
+    assert f"retraining.tasks.retrain_run_task[{run.task_id}] received" in "".join(live_trainer.log)
+    assert "retraining.tasks.retrain_run_task[" not in "".join(live_worker.log)
+    assert "classifier.tasks.classify_photo[" in "".join(live_worker.log)
+    assert "classifier.tasks.classify_photo[" not in "".join(live_trainer.log)
 
 
 def cancel_at(staff_client, staff, stage: str, train_config: dict, log, output_dir) -> tuple[RetrainRun, float, list]:
@@ -131,4 +133,4 @@ def test_cancel_stops_a_real_retrain_within_seconds(retrain_environment, live_tr
     assert folders and not folders[0].exists()  # the saved model was there when Cancel was pressed
     assert not list(settings.RETRAIN_OUTPUT_DIR.glob(f"*-run{run.pk}")), list(settings.RETRAIN_OUTPUT_DIR.rglob("*"))
     assert set(ModelVersion.objects.values_list("pk", flat=True)) == versions  # nothing registered
-    assert "retraining.tasks.retrain_run_task" in "".join(live_trainer.log)
+    assert f"retraining.tasks.retrain_run_task[{run.task_id}] received" in "".join(live_trainer.log)
