@@ -13,7 +13,8 @@ Photo sets (every signal is extracted once per set and cached as one .npz in --c
                   measured only, never fitted on;
   test            butterflies50/test, reported once at the end, never fitted or tuned on.
 Writes the artifact (model.keras, parameters.json, parameters.npz, metadata.json, report.json,
-README.md) and the same report to docs/perf/identify.json.
+README.md), then its checked LiteRT exports (model.tflite and the split export that workers serve;
+the same as `python -m ml export-identifier`), and the same report to docs/perf/identify.json.
 """
 
 from __future__ import annotations
@@ -360,6 +361,11 @@ def main(argv=None) -> int:
                       "top1": {"default": top1(sets["test"], manifest_models[:1], classes),
                                "average": top1(sets["test"], manifest_models, classes)}}
     write_artifact(args.out, openset_model, parameters, arrays, report, weights)
+    # Workers serve the exports (no TensorFlow), checked against the model.keras just written;
+    # write_artifact's fresh metadata.json gets their figures here.
+    from ml import export
+
+    export.export_identifier(args.out, args.shared / "data", args.artifacts)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({"chosen_source": chosen, "val": report["sources"][chosen]["val"],
