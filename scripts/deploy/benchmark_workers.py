@@ -13,10 +13,11 @@ the figure is the workers' own throughput. Prints the median of `--repeats` runs
 Every run starts from no predictions and checks afterwards that each photo has exactly one per
 active model.
 
-Each worker's TensorFlow uses every core by default. To see how throughput grows with
-processes while cores are free (as it does with more dynos, each with cores of its own), give
-each worker one core's worth of threads:
-    ... benchmark_workers.py --env TF_NUM_INTRAOP_THREADS=1 --env TF_NUM_INTEROP_THREADS=1
+Each worker's LiteRT interpreters run as many threads as the process may use CPUs
+(ml.predict.litert_interpreter), so on this 2-core machine one worker already uses both cores;
+on Heroku each worker dyno brings cores of its own. (The figures in docs/deploy.md, "Scaling
+out", were measured when workers served with TensorFlow, where TF_NUM_INTRAOP_THREADS=1 gave
+each worker one core.)
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def main() -> int:
     parser.add_argument("--storage", choices=["local", "s3"], default="local")
     parser.add_argument("--json")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra config var for the workers (e.g. TF_NUM_INTRAOP_THREADS=1)")
+                        help="extra config var for the workers (e.g. CLASSIFIER_BATCH_SIZE=8)")
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",")]
     work = Path(tempfile.mkdtemp(prefix="bench-"))
