@@ -151,10 +151,12 @@ def _procfile() -> dict[str, list[str]]:
 
 def test_the_trainer_alone_takes_retrains_and_the_worker_alone_classifies():
     processes = _procfile()
-    worker, trainer = processes["worker"], processes["trainer"]
-    assert worker[worker.index("-Q") + 1] == "${CLASSIFIER_TASK_QUEUE:-celery}"
+    worker = processes["worker"]
+    assert worker[worker.index("-Q") + 1] == "${CLASSIFIER_TASK_QUEUE:-celery}" and "--beat" in worker
+    assert processes["trainer"][-1] == "scripts/trainer"
+    trainer = shlex.split((ROOT / "scripts" / "trainer").read_text().split("exec ", 1)[1].replace("\\\n", " "))
     assert trainer[trainer.index("-Q") + 1] == "${RETRAIN_TASK_QUEUE:-retrain}"
-    assert trainer[trainer.index("--concurrency") + 1] == "1" and "--beat" not in trainer and "--beat" in worker
-    script = (ROOT / "scripts" / "run").read_text()
-    assert '-Q "${CLASSIFIER_TASK_QUEUE:-celery}"' in script and '-Q "${RETRAIN_TASK_QUEUE:-retrain}"' in script
+    assert trainer[trainer.index("--concurrency") + 1] == "1" and "--beat" not in trainer
+    run = (ROOT / "scripts" / "run").read_text()  # the local stack starts the same two
+    assert '-Q "${CLASSIFIER_TASK_QUEUE:-celery}"' in run and "scripts/trainer &" in run
 

@@ -3,7 +3,9 @@ promotion/roll back and the per-version quality pages. No training here (see tes
 
 import csv
 import io
+import json
 import zipfile
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -179,3 +181,26 @@ def test_a_worker_finds_the_retraining_tasks():
     app.autodiscover_tasks(force=True)  # as the worker does: the INSTALLED_APPS
     assert {"retraining.tasks.retrain_run_task", "retraining.tasks.reclassify_photos_task",
             "retraining.tasks.fail_lost_retrain_runs"} <= set(app.tasks)
+
+
+def test_confusion_matrices_are_drawn_without_matplotlib_or_tensorflow():
+    """What the admin runs to draw a matrix (the views' modules, ml.evaluate's SVG) in a fresh
+    process: none of the training extras gets imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys, django\n"
+        "django.setup()\n"
+        "import classifier.admin, retraining.admin\n"
+        "from ml.evaluate import confusion_matrix_svg\n"
+        "report = json.load(open('artifacts/inat_imagenet_mobilenet_v2/evaluation/report.json'))\n"
+        "svg = confusion_matrix_svg(report['confusion_matrix']['counts'], report['confusion_matrix']['classes'])\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'sklearn', 'matplotlib'})\n"
+        "print(json.dumps({'heavy': heavy, 'cells': svg.count('<rect x=')}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["heavy"] == [] and figures["cells"] > 49

@@ -155,6 +155,12 @@ def test_corrections_retrain_promote_then_a_corrupted_retrain_is_refused(small_w
     # matrix, per-class recall and field accuracy.
     page = staff_client.get(reverse("admin:retraining_retrainrun_change", args=[run.pk]))
     assert page.status_code == 200 and b'id="retrain-comparison"' in page.content and b"Promotion rule" in page.content
+    assert b'id="confusion-matrix-candidate"' in page.content and b'id="confusion-matrix-baseline"' in page.content
+    # Drawn as SVG from the counts stored with the run: the rare species' diagonal cell is its recall.
+    matrix = staff_client.get(reverse("admin:retraining_retrainrun_image", args=[run.pk, "candidate"]))
+    assert matrix.status_code == 200 and matrix["Content-Type"] == "image/svg+xml"
+    n_right = round(run.candidate_report["benchmark"]["per_class"][RARE]["recall"] * 20)
+    assert f"<title>true {RARE}, predicted {RARE}: {n_right}</title>" in matrix.content.decode()
     assert staff_client.get(reverse("admin:retraining_retrainrun_image", args=[run.pk, "baseline"])).status_code == 200
     page = staff_client.get(reverse("admin:classifier_modelversion_change", args=[good.pk]))
     assert b'id="confusion-matrix"' in page.content and b'id="per-class-recall"' in page.content
