@@ -48,6 +48,9 @@ class Command(BaseCommand):
         run = services.retrain_run_execute(run_id=run.pk)
         if run.status == RetrainRun.Status.FAILED:
             raise CommandError(f"{run} failed: {run.error}")
+        if run.status == RetrainRun.Status.CANCELLED:  # staff pressed Cancel on its page meanwhile
+            raise CommandError(f"{run} was cancelled{f' by {run.cancelled_by}' if run.cancelled_by else ''}; "
+                               "nothing was registered.")
         self.stdout.write(json.dumps(_summary(run), indent=2))
         if options["reclassify"] and run.decision == RetrainRun.Decision.PROMOTED:
             count = services.photos_reclassify(model_version_id=run.candidate_id)
