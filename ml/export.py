@@ -367,9 +367,11 @@ def identifier_parts(model):
     return parts, keras.Model(inputs, outputs, name="tail"), [serving.ORIG]
 
 
-def convert_signature(model, inputs: dict[str, tuple]) -> bytes:
+def convert_signature(model, inputs: dict[str, tuple], representative: Iterable[np.ndarray] | None = None) -> bytes:
     """The float32 .tflite bytes of a Keras model whose inputs and outputs are dicts keyed by
-    name, under one signature ("serve") with those keys; `inputs`: name -> shape without batch."""
+    name, under one signature ("serve") with those keys; `inputs`: name -> shape without batch.
+    With `representative` (batches for a one-input model), full-integer int8 weights and
+    activations, input and output kept float32 (called the same way)."""
     import keras
     import tensorflow as tf
 
@@ -387,6 +389,11 @@ def convert_signature(model, inputs: dict[str, tuple]) -> bytes:
         archive.write_out(saved_model, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=[serving.SIGNATURE])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if representative is not None:
+            batches = list(representative)
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([batch[i:i + 1]] for batch in batches for i in range(len(batch)))
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         try:
             return converter.convert()
         except Exception as error:  # the converter raises many kinds of errors
@@ -479,6 +486,105 @@ def export_split(model, metadata: artifact.ArtifactMetadata, directory: str | Pa
     spec["check"] = figures
     write_split(directory, spec, contents)
     return spec
+
+
+def int8_trunks(artifacts_root: str | Path, data_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """Full-integer int8 exports of every distinct trunk of the shipped models (float32 in and
+    out), calibrated on INT8_REPRESENTATIVE_PHOTOS photos of the shipped models' training split
+    (both views: the trunks see mirrored photos too); written to `out_dir`/<fingerprint>.tflite,
+    never into an artifact. Returns {fingerprint: path}; converts only those not there yet."""
+    from ml.identify import shipped_artifacts
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for directory in shipped_artifacts(artifacts_root):
+        spec = serving.read_spec(directory)
+        missing = [t for t in spec["trunks"] if t["fingerprint"] not in paths
+                   and not (out_dir / f"{t['fingerprint'].split(':')[1]}.tflite").is_file()]
+        for trunk in spec["trunks"]:
+            paths[trunk["fingerprint"]] = out_dir / f"{trunk['fingerprint'].split(':')[1]}.tflite"
+        if not missing:
+            continue
+        model, metadata = artifact.load(directory)
+        parts, _, _ = classifier_parts(model, metadata)
+        size = metadata.input_size
+        _, _, train_paths = validation_photos(data_dir, metadata.classes)
+        photos = next(photo_batches(representative_photos(train_paths), size, batch_size=INT8_REPRESENTATIVE_PHOTOS))
+        calibration = [photos, photos[:, :, ::-1, :]]
+        for part in parts:
+            fingerprint = part.fingerprint(size)
+            if fingerprint in {t["fingerprint"] for t in missing}:
+                content = convert_signature(part.model(size), {serving.TRUNK_INPUT: (size, size, 3)},
+                                            representative=calibration)
+                paths[fingerprint].write_bytes(content)
+    return paths
+
+
+def measure_int8_trunks(artifacts_root: str | Path, data_root: str | Path, out_dir: str | Path) -> dict:
+    """Each shipped model and the identifier served with int8 trunks (float32 tails) against the
+    float32 split exports: each model's validation top-1 (801 photos), agreement, largest
+    probability difference and share kept above its open-set threshold (calibrated on float32);
+    the identifier's signals and answers on its check photos (with the int8 models' tops)."""
+    from ml import identify
+    from ml.predict import Predictor
+
+    artifacts_root, data_root = Path(artifacts_root), Path(data_root)
+    int8_paths = int8_trunks(artifacts_root, data_root / "butterflies50", out_dir)
+    quantized = serving.TrunkRegistry()
+    for fingerprint, path in int8_paths.items():
+        quantized.get(fingerprint, path)
+    figures: dict = {"representative_photos": INT8_REPRESENTATIVE_PHOTOS, "views_calibrated": list(serving.VIEWS),
+                     "trunk_mb": {fp: round(p.stat().st_size / 1e6, 2) for fp, p in int8_paths.items()},
+                     "models": {}}
+    int8_models = {}
+    for directory in identify.shipped_artifacts(artifacts_root):
+        float32 = Predictor.load(directory, runtime="split")
+        int8_models[directory.name] = Predictor(serving.SplitModel.load(directory, registry=quantized),
+                                                float32.metadata, directory, runtime="split")
+        check, labels, _ = validation_photos(data_root / "butterflies50", float32.classes)
+        f, q = [], []
+        for pixels in photo_batches(check, float32.metadata.input_size):
+            f.append(float32.predict_arrays(pixels))
+            q.append(int8_models[directory.name].predict_arrays(pixels))
+        f, q = np.concatenate(f), np.concatenate(q)
+        model = compare(f, q, labels)
+        model["float32_top1"], model["int8_top1"] = model.pop("reference_top1"), model.pop("export_top1")
+        threshold = float32.metadata.unknown_threshold
+        model["kept_above_threshold_float32"] = round(float((f.max(1) >= threshold).mean()), 6)
+        model["kept_above_threshold_int8"] = round(float((q.max(1) >= threshold).mean()), 6)
+        model["top1_change_points"] = round(100 * (model["int8_top1"] - model["float32_top1"]), 2)
+        figures["models"][directory.name] = model
+    float32_identifier = identify.Identifier.load(artifacts_root / "identifier", runtime=identify.SPLIT)
+    int8_identifier = identify.Identifier(float32_identifier.parameters, float32_identifier.arrays,
+                                          serving.SplitModel.load(artifacts_root / "identifier", registry=quantized),
+                                          float32_identifier.directory)
+    photos = identifier_check_photos(data_root)
+    int8_tops: list[list] = [[] for _ in photos]
+    for predictor in int8_models.values():
+        for start in range(0, len(photos), CHECK_BATCH):
+            for i, prediction in enumerate(predictor.predict(photos[start:start + CHECK_BATCH])):
+                int8_tops[start + i].append([(label.label, label.probability) for label in prediction.top])
+    # The signals alone (both identifiers given the int8 models' tops) ...
+    figures["identifier"] = compare_identifier(float32_identifier, int8_identifier, photos, int8_tops)
+    figures["identifier"]["check_set"] = "2 photos of each butterflies50/train and other_lepidoptera folder"
+    # ... and end to end: everything float32 against everything int8.
+    float32_tops = shipped_tops(photos, artifacts_root)
+    changed_kind = changed_answer = 0
+    for start in range(0, len(photos), CHECK_BATCH):
+        pixels = images.to_batch(list(photos[start:start + CHECK_BATCH]), float32_identifier.input_size)
+        pairs = zip(float32_identifier.signals(pixels), int8_identifier.signals(pixels))
+        for offset, (f_signals, q_signals) in enumerate(pairs):
+            ours = float32_identifier.identify(float32_tops[start + offset], f_signals)
+            theirs = int8_identifier.identify(int8_tops[start + offset], q_signals)
+            changed_kind += ours.kind != theirs.kind
+            changed_answer += (ours.kind, ours.label) != (theirs.kind, theirs.label)
+    figures["identifier"]["end_to_end_kind_changed"] = changed_kind
+    figures["identifier"]["end_to_end_answer_changed"] = changed_answer
+    worst = max(abs(m["top1_change_points"]) for m in figures["models"].values())
+    figures["within_0.2_points"] = worst <= 0.2
+    figures["served"] = False
+    return figures
 
 
 # -- models with several named outputs (the identifier's open-set model) ---------------------------
