@@ -19,9 +19,10 @@ For each: migrate (registers the shipped models artifacts/manifest.json lists no
    to each "loaded ..." line in its log (models, identifier); the median over the starts;
 2. one at a time: --sequential photos, each uploaded once the previous one has its result;
 3. burst: --burst photos uploaded back to back (one API request each), then waited for;
-4. unless --no-references: the same burst with CLASSIFIER_BATCH_SIZE=1 (a fresh worker), the
-   unbatched reference; embedded only, one at a time again with the filesystem broker polled
-   every second (kombu's default, the reference for CELERY_BROKER_POLLING_INTERVAL=0.1);
+4. unless --no-references: the same burst with each CLASSIFIER_BATCH_SIZE of
+   --reference-batch-sizes (default 1, the unbatched reference), each a fresh worker; embedded
+   only, one at a time again with the filesystem broker polled every second (kombu's default,
+   the reference for CELERY_BROKER_POLLING_INTERVAL=0.1);
 5. --retrain-burst N (configs in --retrain-in): bursts of N photos with the trainer idle, then
    while a retrain runs on the trainer process (the Procfile's `trainer` command, queue
    RETRAIN_TASK_QUEUE), side by side: idle, retrain, retrain, idle (the retrain is cancelled
@@ -201,7 +202,8 @@ def child(config: str, args) -> dict:
         clients.append(client)
     folders = sorted(p for p in PHOTOS.iterdir() if p.is_dir())
     retrain_here = args.retrain_burst > 0 and config in args.retrain_in.split(",")
-    total = (args.cold_starts + args.sequential * 2 + args.burst * 2 + (5 * args.retrain_burst if retrain_here else 0))
+    total = (args.cold_starts + args.sequential * 2 + args.burst * (1 + len(args.reference_batch_sizes.split(",")))
+             + (5 * args.retrain_burst if retrain_here else 0))
     files = [sorted(folders[i % len(folders)].glob("*.jpg"))[i // len(folders) % 20] for i in range(total)]
     contents = iter([(f.name, f.read_bytes()) for f in files])
     counter = iter(range(10**6))
@@ -299,9 +301,12 @@ def child(config: str, args) -> dict:
             worker.stop()
 
     if not args.no_references and args.burst:
-        # 4. The unbatched reference; the filesystem broker at kombu's default polling interval.
-        with_worker("worker-unbatched", "burst_batch_size_1", f"burst of {args.burst}, CLASSIFIER_BATCH_SIZE=1",
-                    lambda: burst(args.burst), CLASSIFIER_BATCH_SIZE=1)
+        # 4. Other batch sizes (1: the unbatched reference); the filesystem broker at kombu's
+        #    default polling interval.
+        for size in [int(n) for n in args.reference_batch_sizes.split(",")]:
+            with_worker(f"worker-batch{size}", f"burst_batch_size_{size}",
+                        f"burst of {args.burst}, CLASSIFIER_BATCH_SIZE={size}", lambda: burst(args.burst),
+                        CLASSIFIER_BATCH_SIZE=size)
     if not args.no_references and args.sequential and figures["broker"] == "filesystem":
         os.environ["CELERY_BROKER_POLLING_INTERVAL"] = "1.0"  # this process only enqueues; harmless
         with_worker("worker-polling1s", "sequential_polling_1s", "one at a time, broker polled every 1 s",
@@ -403,7 +408,9 @@ def main() -> int:
     parser.add_argument("--sequential", type=int, default=30, help="photos one at a time (0: skip)")
     parser.add_argument("--burst", type=int, default=50, help="photos in the burst (0: skip)")
     parser.add_argument("--no-references", action="store_true",
-                        help="skip the CLASSIFIER_BATCH_SIZE=1 and 1 s broker polling references")
+                        help="skip the other batch sizes and the 1 s broker polling reference")
+    parser.add_argument("--reference-batch-sizes", default="1",
+                        help="CLASSIFIER_BATCH_SIZE values the burst is repeated with, each with a fresh worker")
     parser.add_argument("--retrain-burst", type=int, default=0,
                         help="photos per burst, idle and while a retrain runs on the trainer (0: skip)")
     parser.add_argument("--retrain-in", default="pg_redis", help="the configs that measure --retrain-burst")
