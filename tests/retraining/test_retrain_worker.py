@@ -134,3 +134,29 @@ def test_cancel_stops_a_real_retrain_within_seconds(retrain_environment, live_tr
     assert not list(settings.RETRAIN_OUTPUT_DIR.glob(f"*-run{run.pk}")), list(settings.RETRAIN_OUTPUT_DIR.rglob("*"))
     assert set(ModelVersion.objects.values_list("pk", flat=True)) == versions  # nothing registered
     assert f"retraining.tasks.retrain_run_task[{run.task_id}] received" in "".join(live_trainer.log)
+
+
+def test_a_trainer_killed_mid_retrain_has_its_run_failed_by_the_heartbeat_check(retrain_environment, live_trainer,
+                                                                               staff, settings):
+    import os
+    import signal
+
+    from scripts.harness import descendants
+
+    run = retraining_services.retrain_run_request(requested_by=staff, train_config=ENDLESS)
+    wait_for(lambda: RetrainRun.objects.filter(pk=run.pk, stage__startswith="training the head: epoch").exists(),
+             240, "the head's training", live_trainer.log)
+    settings.RETRAIN_HEARTBEAT_TIMEOUT = 5
+    # Alive: it beats about every second, so the check (what beat runs every minute) leaves it alone.
+    for _ in range(6):
+        assert retraining_services.retrain_runs_fail_lost() == 0
+        time.sleep(0.5)
+    for pid in reversed(descendants(live_trainer.pid)):  # the pool process first, then the worker
+        os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(lambda: retraining_services.retrain_runs_fail_lost(), 30, "the lost run to be failed", interval=0.5)
+    found_in = time.monotonic() - killed
+    run.refresh_from_db()
+    assert run.status == RetrainRun.Status.FAILED and "stopped sending heartbeats for over 5 s" in run.error
+    assert run.candidate is None and found_in < 10, found_in
+    print(f"killed trainer -> run failed: {found_in:.1f} s (RETRAIN_HEARTBEAT_TIMEOUT = 5 s)")
