@@ -181,6 +181,25 @@ def test_old_artifacts_fall_back_to_model_tflite_then_to_keras(tmp_path, two_art
         Predictor.load(whole, runtime=SPLIT)
 
 
+def test_the_export_verb_adds_the_split_to_an_artifact_made_before_it(tmp_path, two_artifacts, registry):
+    directory, model = two_artifacts["first"]
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in (artifact.MODEL_FILE, artifact.TFLITE_FILE, artifact.METADATA_FILE):
+        shutil.copy(directory / name, old / name)
+    whole = artifact.read_metadata(old).export
+    result = subprocess.run([sys.executable, "-m", "ml", "export", str(old), "--split-only"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])["export"]
+    assert figures["split"]["photos"] == export.SYNTHETIC_CHECK_PHOTOS and figures["split"]["top1_disagreements"] == 0
+    assert {k: v for k, v in figures.items() if k != "split"} == {k: v for k, v in whole.items() if k != "split"}
+    assert artifact.read_metadata(old).export == figures
+    predictor = Predictor.load(old)
+    assert predictor.runtime == SPLIT
+    np.testing.assert_allclose(predictor.predict_arrays(photos(2)), np.asarray(model(photos(2))), atol=1e-5)
+
+
 def test_split_only_export_of_a_model_that_cannot_be_split_is_a_clear_error(tmp_path):
     import keras
 
