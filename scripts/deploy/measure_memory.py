@@ -140,7 +140,8 @@ def main() -> int:
     parser.add_argument("--web-concurrency", type=int, default=2)
     parser.add_argument("--worker-concurrency", default="1", help="comma-separated CELERY_WORKER_CONCURRENCY values")
     parser.add_argument("--worker-batch-sizes", default="16", help="comma-separated CLASSIFIER_BATCH_SIZE values")
-    parser.add_argument("--trainer-photos-per-species", type=int, default=10, help="0: skip the trainer")
+    parser.add_argument("--trainer-photos-per-species", default="10",
+                        help="comma-separated: one whole retrain per value (two values give the slope per photo); 0: none")
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra config var for every process (e.g. MALLOC_ARENA_MAX=2)")
@@ -213,9 +214,15 @@ def main() -> int:
                         h.stop(worker)
                     photo_ids = []
 
-            if args.trainer_photos_per_species:
-                figures["trainer"] = trainer(env, work, args.trainer_photos_per_species, db)
-                print(describe("trainer (a whole retrain)", figures["trainer"]), flush=True)
+            for per_species in [int(n) for n in args.trainer_photos_per_species.split(",") if int(n)]:
+                key = f"{per_species} photos per species"
+                figures["trainer"][key] = trainer(env, work / f"trainer-{per_species}", per_species, db)
+                print(describe(f"trainer (a whole retrain, {key})", figures["trainer"][key]), flush=True)
+            runs = sorted(figures["trainer"].values(), key=lambda run: run["base_photos"])
+            if len(runs) >= 2:  # what each further training photo adds to the peak
+                first, last = runs[0], runs[-1]
+                figures["trainer_peak_pss_mb_per_base_photo"] = round(
+                    (last["peak_pss_mb"] - first["peak_pss_mb"]) / (last["base_photos"] - first["base_photos"]), 3)
         finally:
             h.stop(web)
     figures["load_avg_after"] = h.load_average()
@@ -227,9 +234,13 @@ def trainer(env: dict, work: Path, per_species: int, database_url: str) -> dict:
     """The Procfile's trainer during a whole retrain queued as in production; sampled until it ends."""
     import psycopg2
 
-    trainer_env = {**env, **{k: str(v) for k, v in small_retrain_data(work, per_species).items()},
-                   "ML_ARTIFACTS_CACHE_DIR": str(work / "trainer-artifact-cache")}
+    work.mkdir()
+    data = small_retrain_data(work, per_species)
+    trainer_env = {**env, **{k: str(v) for k, v in data.items()}, "ML_ARTIFACTS_CACHE_DIR": str(work / "artifact-cache")}
+    base_photos = sum(1 for _ in Path(data["RETRAIN_BASE_DATA_DIR"]).glob("*/*"))
     h.manage(env, "shell", "-c", (
+        "from retraining.models import RetrainRun\n"
+        "RetrainRun.objects.all().delete()\n"
         "from django.contrib.auth.models import User\n"
         "from retraining import services\n"
         "services.retrain_run_request(requested_by=User.objects.get(username='m'), train_config={'fine_tune_epochs': 1})\n"))
@@ -258,7 +269,8 @@ def trainer(env: dict, work: Path, per_species: int, database_url: str) -> dict:
         h.stop(process)
     if status != "succeeded":
         raise RuntimeError(f"the retrain {status}: {error}")
-    return {**figures, "photos_per_species": per_species, "retrain_seconds": round(seconds, 1), "status": status}
+    return {**figures, "photos_per_species": per_species, "base_photos": base_photos, "retrain_seconds": round(seconds, 1),
+            "status": status}
 
 
 def _get(url):
