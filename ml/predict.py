@@ -1,7 +1,7 @@
 """The one interface the web application uses: load an artifact once, classify photos.
 
-    predictor = Predictor.load("artifacts/inat_mobilenet_v2")   # once per process (LiteRT if the
-                                                               # artifact has model.tflite)
+    predictor = Predictor.load("artifacts/inat_mobilenet_v2")   # once per process (LiteRT: its split
+                                                               # export, else model.tflite)
     results = predictor.predict([image_file_or_path, ...])     # a batch
     results[0].top  # [Label("monarch", 0.97), ...]
 """
