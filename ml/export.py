@@ -745,7 +745,8 @@ def _checked_identifier(reference, exported, photos, tops, not_written: str) -> 
 
 
 if __name__ == "__main__":
-    # python -m ml.export identifier [ARTIFACT_DIR] [DATA_ROOT]: the identifier's checked export.
+    # python -m ml.export identifier [ARTIFACT_DIR] [DATA_ROOT]: the identifier's checked exports (the same as
+    # python -m ml export-identifier, kept for old instructions).
     import json
     import sys
 

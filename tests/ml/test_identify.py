@@ -150,7 +150,7 @@ def test_cli_answers_good_images_and_flags_bad_ones(identifier, butterflies_dir,
 # -- serving the open-set model with LiteRT ----------------------------------------------------
 
 needs_export = pytest.mark.skipif(not (IDENTIFIER_DIR / identify.TFLITE_FILE).is_file(),
-                                  reason=f"needs {IDENTIFIER_DIR / identify.TFLITE_FILE} (python -m ml.export identifier)")
+                                  reason=f"needs {IDENTIFIER_DIR / identify.TFLITE_FILE} (python -m ml export-identifier)")
 
 
 needs_split = pytest.mark.skipif(not (IDENTIFIER_DIR / "serving.json").is_file(),
