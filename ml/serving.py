@@ -105,10 +105,6 @@ class Trunk:
             self._last[view] = (pixels, activations)
             return activations
 
-    def forget(self) -> None:
-        with self._lock:
-            self._last.clear()
-
 
 class TrunkRegistry:
     """One `Trunk` per fingerprint: the first artifact that needs a trunk loads it from its own
@@ -194,9 +190,6 @@ class SplitModel:
         """A classifier's probabilities (its tail has one output)."""
         [name] = self.output_names
         return self.outputs(pixels)[name]
-
-    def files(self) -> list[str]:
-        return split_files(self.spec)
 
 
 def has_split(directory: str | Path) -> bool:
