@@ -47,7 +47,9 @@ def test_manifest_lists_shipped_artifacts_and_a_default():
         backbones.add((metadata.backbone, metadata.weights))
         total += sum(p.stat().st_size for p in (ARTIFACTS / name).rglob("*") if p.is_file())
     assert len(backbones) == len(manifest["artifacts"])  # really different models
-    assert total <= 80 * 2**20  # model.keras + its float32 model.tflite (about as large) + reports
+    # model.keras (what retraining fine-tunes), its float32 model.tflite (about as large; the
+    # fallback), the split export that is served (trunks + tail, about as large again) + reports.
+    assert total <= 128 * 2**20
     default = artifact.read_metadata(ARTIFACTS / manifest["default"])
     assert default.metrics["test_top1"] >= 0.97
 

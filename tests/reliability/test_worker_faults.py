@@ -147,7 +147,8 @@ def test_missing_or_corrupt_model_fails_readably_while_the_other_model_answers(r
     corrupt_dir = tmp_path / "corrupt_artifact"
     shutil.copytree(artifacts.artifact_dir(healthy), corrupt_dir)
     (corrupt_dir / "model.keras").write_bytes(b"PK\x03\x04 this is not a Keras file" * 100)
-    (corrupt_dir / "model.tflite").write_bytes(b"TFL3 this is not a LiteRT model" * 100)  # what the worker serves
+    for export in corrupt_dir.glob("*.tflite"):  # the split export (what the worker serves) and model.tflite
+        export.write_bytes(b"TFL3 this is not a LiteRT model" * 100)
     ModelVersionFactory(name="missing_model", artifact_path=str(tmp_path / "no-such-artifact"), classes=healthy.classes)
     ModelVersionFactory(name="corrupt_model", artifact_path=str(corrupt_dir), classes=healthy.classes)
 
