@@ -49,11 +49,22 @@ def sweep_orphan_files() -> int:
     return len(services.media_sweep_orphans())
 
 
+def _consumes_classification() -> bool:
+    # A worker started with -Q for other queues only (the trainer) never classifies, so it keeps
+    # its memory for training instead of holding the served models.
+    from django.conf import settings
+
+    from butterflysite.celery import app
+
+    return settings.CLASSIFIER_TASK_QUEUE in app.amqp.queues.consume_from
+
+
 @worker_process_init.connect
 def _preload_in_pool_process(**kwargs):
     # Prefork pool: each child process loads the active models once, before its first task.
-    # (settings.CELERY_WORKER_PROC_ALIVE_TIMEOUT leaves time for TensorFlow to load.)
-    inference.preload_active()
+    # (settings.CELERY_WORKER_PROC_ALIVE_TIMEOUT leaves time for the models to load.)
+    if _consumes_classification():
+        inference.preload_active()
 
 
 @worker_ready.connect
@@ -62,5 +73,5 @@ def _preload_in_main_process(sender=None, **kwargs):
     from celery.concurrency.prefork import TaskPool
 
     pool = getattr(getattr(sender, "controller", None), "pool", None)
-    if pool is not None and not isinstance(pool, TaskPool):
+    if pool is not None and not isinstance(pool, TaskPool) and _consumes_classification():
         inference.preload_active()
