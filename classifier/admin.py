@@ -292,22 +292,15 @@ class ModelVersionAdmin(admin.ModelAdmin):
         """The benchmark confusion matrix, drawn as SVG now from the counts in the version's
         evaluation/report.json (`python -m ml evaluate --report-dir` and retrains store them):
         no matplotlib, no image file to keep in step."""
-        import json
-
-        from classifier import artifacts
         from ml.evaluate import confusion_matrix_svg
 
         version = ModelVersion.objects.filter(pk=version_id).first()
         if version is None or not self.has_view_permission(request, version):
             raise Http404("No such model version.")
-        try:
-            report = json.loads((artifacts.artifact_dir(version) / "evaluation" / "report.json").read_text())
-        except (OSError, ValueError):  # artifacts.ArtifactUnavailable is an OSError
-            raise Http404("This version has no benchmark report.") from None
-        report = report.get("benchmark", report)  # a retrain's report holds several photo sets
-        matrix = report.get("confusion_matrix")
-        if not matrix:
-            raise Http404("This version's report has no confusion matrix.")
+        report = selectors.model_version_benchmark_report(version)
+        if report is None or report["confusion_matrix"] is None:
+            raise Http404("This version has no benchmark report with a confusion matrix.")
+        matrix = report["confusion_matrix"]
         title = f"{version}: top-1 {report['top1']:.2%} on {report['n']} benchmark photos"
         response = HttpResponse(confusion_matrix_svg(matrix["counts"], matrix["classes"], title=title),
                                 content_type="image/svg+xml")

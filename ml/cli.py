@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     evaluate.add_argument("artifact_dir")
     evaluate.add_argument("data_dir")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    evaluate.add_argument("--report-dir", help="write report.json and confusion_matrix.png here")
+    evaluate.add_argument("--report-dir", help="write report.json and confusion_matrix.svg here")
 
     predict = verbs.add_parser("predict", help="one JSON line per image: {image, top, unknown}")
     predict.add_argument("artifact_dir")

@@ -194,13 +194,11 @@ def model_version_benchmark_report(model_version: ModelVersion) -> dict | None:
     from classifier import artifacts
 
     try:
-        directory = artifacts.artifact_dir(model_version) / "evaluation"
-        report = json.loads((directory / "report.json").read_text())
+        report = json.loads((artifacts.artifact_dir(model_version) / "evaluation" / "report.json").read_text())
     except (OSError, ValueError):  # artifacts.ArtifactUnavailable is an OSError
         return None
     report = report.get("benchmark", report)  # a retrain's report holds several photo sets
     per_class = {label: {"recall": v.get("recall"), "support": v.get("support")}
                  for label, v in (report.get("per_class") or {}).items()}
-    image = directory / "confusion_matrix.png"
     return {"top1": report.get("top1"), "top5": report.get("top5"), "n": report.get("n"), "per_class": per_class,
-            "confusion_matrix": image if image.is_file() else None}
+            "confusion_matrix": report.get("confusion_matrix") or None}  # {"classes", "counts"}, drawn as SVG

@@ -165,7 +165,7 @@ def probe_headers(base) -> dict:
             "password_reset_page": reset_status,
             "password_reset_8_requests": {str(c): resets.count(c) for c in sorted(set(resets))},
             "retrain_report_image_staff_without_permission": staff.request(
-                "GET", "/admin/retraining/retrainrun/1/report/candidate.png").status_code}
+                "GET", "/admin/retraining/retrainrun/1/report/candidate.svg").status_code}
 
 
 def main():
