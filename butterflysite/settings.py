@@ -287,8 +287,9 @@ CELERY_WORKER_PROC_ALIVE_TIMEOUT = env_int("CELERY_WORKER_PROC_ALIVE_TIMEOUT", 1
 # The queue classification tasks go to (tests give their worker a queue of its own).
 CLASSIFIER_TASK_QUEUE = env_str("CLASSIFIER_TASK_QUEUE", "celery")
 # A classify task also claims up to this many photos in all that are waiting, and runs each
-# model once on the whole batch (docs/performance.md). 1 turns batching off.
-CLASSIFIER_BATCH_SIZE = max(1, env_int("CLASSIFIER_BATCH_SIZE", 16))
+# model once on the whole batch (docs/performance.md). 1 turns batching off. 4 keeps a worker at
+# concurrency 1 within a 512 MB dyno and classifies as fast as 16 (docs/deploy.md, "Dyno sizes").
+CLASSIFIER_BATCH_SIZE = max(1, env_int("CLASSIFIER_BATCH_SIZE", 4))
 # A claim lapses after this many seconds, so the photos of a worker that died are taken over.
 CLASSIFIER_CLAIM_SECONDS = env_int("CLASSIFIER_CLAIM_SECONDS", 120)
 # A task whose photo another worker has claimed checks again after this many seconds.

@@ -8,7 +8,7 @@ Runs release (collectstatic, migrate: registers the shipped models), then each p
 exactly as the Procfile starts it, with production settings against PostgreSQL, Redis and a
 private bucket on a local moto_server:
 - `web` with WEB_CONCURRENCY gunicorn workers, after page and API requests and uploads;
-- `worker` with each CELERY_WORKER_CONCURRENCY and CLASSIFIER_BATCH_SIZE (16 by default), after
+- `worker` with each CELERY_WORKER_CONCURRENCY and CLASSIFIER_BATCH_SIZE (4 by default), after
   classifying real photos: 2 x batch size x concurrency photos wait in the queue when it starts,
   so its pool processes run full batches with every active model;
 - `trainer` while it runs a whole retrain of the default model (`manage.py retrain --queue`, as

@@ -117,3 +117,15 @@ def test_production_refuses_to_start_without(missing, message):
     result = manage(env, "check", check=False)
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr and message in result.stderr
+
+
+def test_app_json_names_only_what_the_processes_read_and_sizes_every_process_type():
+    app = json.loads((ROOT / "app.json").read_text())
+    process_types = {line.split(":")[0] for line in (ROOT / "Procfile").read_text().splitlines() if ":" in line}
+    assert set(app["formation"]) == process_types - {"release"}
+    readers = "".join((ROOT / path).read_text() for path in ("butterflysite/settings.py", "gunicorn.conf.py"))
+    read_by_tensorflow = {"TF_CPP_MIN_LOG_LEVEL"}  # the trainer's TensorFlow reads it itself
+    stale = [name for name in app["env"] if f'"{name}"' not in readers and name not in read_by_tensorflow]
+    assert stale == [], f"app.json sets config vars nothing reads: {stale}"
+    defaults = {name: var["value"] for name, var in app["env"].items() if "value" in var}
+    assert defaults["CLASSIFIER_BATCH_SIZE"] == "4" and app["formation"]["worker"]["size"] == "standard-1x"
