@@ -194,10 +194,16 @@ def photos_classify(*, photos, versions, strict_photo_id: int | None = None) -> 
         pixels = np.stack(rows) if rows else np.zeros((0, size, size, 3), np.float32)
         decoded[size] = (index, pixels, (time.perf_counter() - started) * 1000 / max(len(rows), 1))
 
+    subsets = {}  # one array per (size, rows): the shared trunks remember a batch by identity
+
     def rows_of(size, ids):
         index, pixels, decode_ms = decoded[size]
-        rows = [index[i] for i in ids]
-        return (pixels if rows == list(range(len(pixels))) else pixels[rows]), decode_ms
+        rows = tuple(index[i] for i in ids)
+        if rows == tuple(range(len(pixels))):
+            return pixels, decode_ms
+        if (size, rows) not in subsets:
+            subsets[size, rows] = pixels[list(rows)]
+        return subsets[size, rows], decode_ms
 
     for version in needed:
         index = decoded[sizes[version.pk]][0]
