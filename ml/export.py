@@ -58,17 +58,24 @@ def convert(model, input_size: int, representative: Iterable[np.ndarray] | None 
         archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
                              input_signature=[tf.TensorSpec((None, input_size, input_size, 3), tf.float32, name="pixels")])
         archive.write_out(saved_model, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        if representative is not None:
-            batches = list(representative)
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = lambda: ([batch[i:i + 1]] for batch in batches for i in range(len(batch)))
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        try:
-            return converter.convert()
-        except Exception as error:  # the converter raises many kinds of errors
-            raise ExportError(f"cannot convert the model to LiteRT: {error}") from error
+        return _convert_saved_model(tf.lite.TFLiteConverter.from_saved_model(saved_model), representative)
+
+
+def _convert_saved_model(converter, representative: Iterable[np.ndarray] | None) -> bytes:
+    """Run a TFLiteConverter limited to LiteRT builtin ops; with `representative` (batches of a
+    one-input model's input), full-integer int8 with float32 input and output."""
+    import tensorflow as tf
+
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if representative is not None:
+        batches = list(representative)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([batch[i:i + 1]] for batch in batches for i in range(len(batch)))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    try:
+        return converter.convert()
+    except Exception as error:  # the converter raises many kinds of errors
+        raise ExportError(f"cannot convert the model to LiteRT: {error}") from error
 
 
 def keras_forward(model, input_size: int):
@@ -387,17 +394,8 @@ def convert_signature(model, inputs: dict[str, tuple], representative: Iterable[
         archive.add_endpoint(serving.SIGNATURE, serve, input_signature=[
             tf.TensorSpec((None, *inputs[name]), tf.float32, name=name) for name in names])
         archive.write_out(saved_model, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=[serving.SIGNATURE])
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        if representative is not None:
-            batches = list(representative)
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = lambda: ([batch[i:i + 1]] for batch in batches for i in range(len(batch)))
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        try:
-            return converter.convert()
-        except Exception as error:  # the converter raises many kinds of errors
-            raise ExportError(f"cannot convert the model to LiteRT: {error}") from error
+        return _convert_saved_model(
+            tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=[serving.SIGNATURE]), representative)
 
 
 def convert_split(parts, tail, views, input_size: int, converted: dict | None = None):

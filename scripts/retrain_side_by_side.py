@@ -25,24 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import harness as h  # scripts/harness.py: this script's folder is on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = Path(sys.executable)
 TEST_PHOTOS = ROOT.parent / "shared" / "data" / "butterflies50" / "test"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-def wait(condition, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def start(command: list[str], log: Path, env: dict) -> subprocess.Popen:
@@ -110,7 +97,7 @@ def main() -> int:
                 done.setdefault(pk, time.monotonic() - started)
             return len(done) == len(ids)
 
-        wait(all_done, 600, "a burst's results", interval=0.05)
+        h.wait_until(all_done, 600, interval=0.05, what="a burst's results")
         return [done[pk] for pk in ids]
 
     try:
@@ -124,14 +111,14 @@ def main() -> int:
                     results["idle"].append(burst(paths))
                     continue
                 run = retraining_services.retrain_run_request()
-                wait(lambda run=run: RetrainRun.objects.filter(pk=run.pk, progress__gte=0.05).exists(), 600,
-                     "the retrain to train")
+                h.wait_until(lambda run=run: RetrainRun.objects.filter(pk=run.pk, progress__gte=0.05).exists(), 600,
+                             what="the retrain to train")
                 results["retraining"].append(burst(paths))
                 run.refresh_from_db()
                 retrain_states.append({"progress": run.progress, "stage": run.stage, "status": run.status})
                 retraining_services.retrain_run_cancel(run=run)
-                wait(lambda run=run: RetrainRun.objects.filter(pk=run.pk, status=RetrainRun.Status.CANCELLED).exists(),
-                     120, "the retrain to stop")
+                h.wait_until(lambda run=run: RetrainRun.objects.filter(pk=run.pk, status=RetrainRun.Status.CANCELLED).exists(),
+                             120, what="the retrain to stop")
     finally:
         stop(worker)
         stop(trainer)
@@ -140,9 +127,9 @@ def main() -> int:
     for condition, bursts in results.items():
         pooled = [value for one in bursts for value in one]
         summary[condition] = {"photos": len(pooled), "p50_s": round(statistics.median(pooled), 2),
-                              "p95_s": round(percentile(pooled, 0.95), 2), "max_s": round(max(pooled), 2),
+                              "p95_s": round(h.percentile(pooled, 0.95), 2), "max_s": round(max(pooled), 2),
                               "per_burst_p50_s": [round(statistics.median(one), 2) for one in bursts],
-                              "per_burst_p95_s": [round(percentile(one, 0.95), 2) for one in bursts]}
+                              "per_burst_p95_s": [round(h.percentile(one, 0.95), 2) for one in bursts]}
     summary["retrain_during_bursts"] = retrain_states
     print(json.dumps(summary, indent=2))
     if args.json:

@@ -43,37 +43,30 @@ def _database_url(connection) -> str:
     pytest.skip(f"no live-worker support for {connection.vendor}")
 
 
-@pytest.fixture
-def live_worker(transactional_db, settings, tmp_path):
-    """A real `celery -A butterflysite worker` process on this test's database and media.
-
-    It uses the configured broker (Redis when REDIS_URL is set, else the embedded filesystem
-    broker) on a queue of its own, so no other worker takes this test's tasks.
-    """
+def _celery_worker_process(settings, env: dict, queue: str, *extra_args: str):
+    """A real `celery -A butterflysite worker` on `queue` with this test's database (env holds
+    the settings that differ), its log lines collected in `process.log`; stopped (and its queue
+    emptied on Redis) when the generator closes."""
     import subprocess
     import sys
     import threading
-    import uuid
 
     from django.db import connection
 
-    queue = f"test-{uuid.uuid4().hex[:12]}"
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.CLASSIFIER_TASK_QUEUE = queue
     env = {
         **os.environ,
         "DATABASE_URL": _database_url(connection),
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "DJANGO_MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        "CLASSIFIER_TASK_QUEUE": queue,
         # This run's settings (pytest-django sets the variable from pyproject.toml: settings_test).
         "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
         "ML_ARTIFACTS_DIR": str(settings.ML_ARTIFACTS_DIR),
         "PYTHONUNBUFFERED": "1",
+        **env,
     }
     celery = Path(sys.executable).parent / "celery"
     command = [str(celery) if celery.exists() else "celery", "-A", "butterflysite", "worker",
-               "-Q", queue, "-n", f"{queue}@%h", "--concurrency", "1", "--loglevel", "INFO",
+               "-Q", queue, "-n", f"{queue}@%h", "--concurrency", "1", *extra_args, "--loglevel", "INFO",
                "--without-gossip", "--without-mingle", "--without-heartbeat"]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
@@ -92,6 +85,21 @@ def live_worker(transactional_db, settings, tmp_path):
             import redis
 
             redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(queue)
+
+
+@pytest.fixture
+def live_worker(transactional_db, settings, tmp_path):
+    """A real `celery -A butterflysite worker` process on this test's database and media.
+
+    It uses the configured broker (Redis when REDIS_URL is set, else the embedded filesystem
+    broker) on a queue of its own, so no other worker takes this test's tasks.
+    """
+    import uuid
+
+    queue = f"test-{uuid.uuid4().hex[:12]}"
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.CLASSIFIER_TASK_QUEUE = queue
+    yield from _celery_worker_process(settings, {"CLASSIFIER_TASK_QUEUE": queue}, queue)
 
 
 @pytest.fixture(autouse=True)

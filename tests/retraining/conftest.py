@@ -48,46 +48,11 @@ def live_trainer(transactional_db, settings, tmp_path):
     --concurrency 1`) on this test's database and media, on a retrain queue of its own; the
     retraining settings reach it through the environment (set them before this fixture). Started
     like tests/conftest.py's `live_worker`, which can run beside it as the classification worker."""
-    import os
-    import subprocess
-    import sys
-    import threading
     import uuid
 
-    from django.db import connection
-
-    from tests.conftest import ROOT, _database_url
+    from tests.conftest import _celery_worker_process
 
     queue = f"test-retrain-{uuid.uuid4().hex[:12]}"
     settings.MEDIA_ROOT = tmp_path / "media"  # where live_worker puts it too: both see the uploads
     settings.RETRAIN_TASK_QUEUE = queue
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(connection),
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "DJANGO_MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        "RETRAIN_TASK_QUEUE": queue,
-        "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
-        "ML_ARTIFACTS_DIR": str(settings.ML_ARTIFACTS_DIR),
-        "PYTHONUNBUFFERED": "1",
-    }
-    celery = Path(sys.executable).parent / "celery"
-    command = [str(celery) if celery.exists() else "celery", "-A", "butterflysite", "worker", "-Q", queue,
-               "-n", f"{queue}@%h", "--concurrency", "1", "--max-tasks-per-child", "1", "--loglevel", "INFO",
-               "--without-gossip", "--without-mingle", "--without-heartbeat"]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    process.log = []
-    threading.Thread(target=lambda: process.log.extend(iter(process.stdout.readline, "")), daemon=True).start()
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        if settings.CELERY_BROKER_URL.startswith("redis"):
-            import redis
-
-            redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(queue)
+    yield from _celery_worker_process(settings, {"RETRAIN_TASK_QUEUE": queue}, queue, "--max-tasks-per-child", "1")
