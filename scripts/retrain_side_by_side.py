@@ -37,16 +37,6 @@ def start(command: list[str], log: Path, env: dict) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, 15)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait(10)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=int, default=20, help="photos per burst")
@@ -120,8 +110,8 @@ def main() -> int:
                 h.wait_until(lambda run=run: RetrainRun.objects.filter(pk=run.pk, status=RetrainRun.Status.CANCELLED).exists(),
                              120, what="the retrain to stop")
     finally:
-        stop(worker)
-        stop(trainer)
+        h.stop(worker)
+        h.stop(trainer)
 
     summary = {}
     for condition, bursts in results.items():

@@ -43,9 +43,9 @@ def _database_url(connection) -> str:
     pytest.skip(f"no live-worker support for {connection.vendor}")
 
 
-def _celery_worker_process(settings, env: dict, queue: str, *extra_args: str):
-    """A real `celery -A butterflysite worker` on `queue` with this test's database (env holds
-    the settings that differ), its log lines collected in `process.log`; stopped (and its queue
+def _celery_worker_process(settings, overrides: dict, queue: str, *extra_args: str):
+    """A real `celery -A butterflysite worker` on `queue` with this test's database (`overrides`:
+    the environment variables that differ), its log lines collected in `process.log`; stopped (and its queue
     emptied on Redis) when the generator closes."""
     import subprocess
     import sys
@@ -62,7 +62,7 @@ def _celery_worker_process(settings, env: dict, queue: str, *extra_args: str):
         "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
         "ML_ARTIFACTS_DIR": str(settings.ML_ARTIFACTS_DIR),
         "PYTHONUNBUFFERED": "1",
-        **env,
+        **overrides,
     }
     celery = Path(sys.executable).parent / "celery"
     command = [str(celery) if celery.exists() else "celery", "-A", "butterflysite", "worker",
