@@ -24,6 +24,9 @@ def main(argv=None) -> int:
                        help="after the linear probe, fine-tune the backbone's top: on cached activations "
                             "(cached_top, the default, CPU-friendly) or on augmented pixels (end_to_end)")
     train.add_argument("--fine-tune-epochs", type=int, default=8)
+    train.add_argument("--fine-tune-from", metavar="LAYER",
+                       help="fine-tune from this backbone layer up (default: the backbone's last block; "
+                            "Conv1 trains all of MobileNetV2)")
     train.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation in the artifact")
     train.add_argument("--val-fraction", type=float, default=0.15)
     train.add_argument("--seed", type=int, default=0)
@@ -115,8 +118,8 @@ def _train(args) -> int:
     specs = [BackboneSpec(name, None if w == "none" else w) for name, w in zip(args.backbone, weights)]
     config = TrainConfig(val_fraction=args.val_fraction, seed=args.seed, max_epochs=args.epochs,
                          fine_tune=bool(args.fine_tune), fine_tune_mode=args.fine_tune or "cached_top",
-                         fine_tune_epochs=args.fine_tune_epochs, tta_flip=not args.no_tta, keep_known=args.keep_known,
-                         cache_dir=args.cache_dir)
+                         fine_tune_epochs=args.fine_tune_epochs, fine_tune_from=args.fine_tune_from,
+                         tta_flip=not args.no_tta, keep_known=args.keep_known, cache_dir=args.cache_dir)
     result = train(args.data_dir, specs, config, name=args.name or Path(args.out).name, out_dir=args.out)
     print(json.dumps({"artifact": args.out, "metrics": result.metadata.metrics,
                       "unknown_threshold": result.metadata.unknown_threshold,

@@ -60,6 +60,9 @@ class TrainConfig:
     # "end_to_end": train the same layers on pixels through the tf.data pipeline with random
     # flips, crops and brightness; every epoch runs whole backbones, so it suits a GPU.
     fine_tune_mode: str = "cached_top"
+    # Train from this layer up instead of the backbone's own `fine_tune_from`; the backbone's first
+    # layer ("Conv1" in MobileNetV2) trains all of it (BatchNormalization stays frozen either way).
+    fine_tune_from: str | None = None
     fine_tune_learning_rate: float = 1e-4
     fine_tune_epochs: int = 8
     fine_tune_patience: int = 2
@@ -89,7 +92,7 @@ class TrainResult:
         if self.metadata.training["stage"] == END_TO_END:  # the cached features are no longer the model's
             return _predict_pixels(self.model, paths, self.metadata.input_size, self.config.progress)
         variants = ("orig", "flip") if self.config.tta_flip else ("orig",)
-        outputs = [spec.backbone.fine_tune_from if self.tops else features.POOLED for spec in self.specs]
+        outputs = [_cut_layer(spec, self.config) if self.tops else features.POOLED for spec in self.specs]
         per_spec = [features.extract(spec.backbone, spec.weights, paths, variants=variants, outputs=(output,),
                                      cache_dir=self.config.cache_dir, progress=self.config.progress)
                     for spec, output in zip(self.specs, outputs)]
@@ -120,6 +123,9 @@ def train(data_dir, specs: list[BackboneSpec], config: TrainConfig | None = None
     if config.fine_tune_mode not in ("cached_top", "end_to_end"):
         raise ValueError(f"unknown fine_tune_mode {config.fine_tune_mode!r}")
     cached_top = config.fine_tune and config.fine_tune_mode == "cached_top"
+    if config.fine_tune:
+        for spec in specs:
+            _check_cut_layer(spec, config)
     keras.utils.set_random_seed(config.seed)
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -136,7 +142,7 @@ def train(data_dir, specs: list[BackboneSpec], config: TrainConfig | None = None
     per_spec = []
     chunk = FEATURE_CHUNK if (should_stop or on_progress) else len(folder.paths)
     for index, spec in enumerate(specs):
-        outputs = (features.POOLED, spec.backbone.fine_tune_from) if cached_top else (features.POOLED,)
+        outputs = (features.POOLED, _cut_layer(spec, config)) if cached_top else (features.POOLED,)
         extractor = _LazyExtractor(spec, outputs)
         chunks = []
         for start in range(0, len(folder.paths), chunk):
@@ -178,17 +184,17 @@ def train(data_dir, specs: list[BackboneSpec], config: TrainConfig | None = None
         tick = time.perf_counter()
         tuned = assemble(specs, bases, head)
         for base, spec in zip(bases, specs):
-            _unfreeze_top(base, spec.backbone.fine_tune_from)
+            _unfreeze_top(base, _cut_layer(spec, config))
         _fit_pixels(tuned, folder, train_idx, val_idx, config, fine_tune_callback)
         timings["fine_tune_s"] = time.perf_counter() - tick
         stage = END_TO_END
     elif cached_top:
         tick = time.perf_counter()
-        uppers = [_trainable_top(base, spec.backbone.fine_tune_from) for base, spec in zip(bases, specs)]
+        uppers = [_trainable_top(base, _cut_layer(spec, config)) for base, spec in zip(bases, specs)]
         tuned = _fine_tune_model(uppers, head, specs)
 
         def cut(variant, indices):
-            return [f[spec.backbone.fine_tune_from, variant][indices] for f, spec in zip(per_spec, specs)]
+            return [f[_cut_layer(spec, config), variant][indices] for f, spec in zip(per_spec, specs)]
 
         a_train = [np.concatenate([cut(v, train_idx)[i] for v in train_variants]) for i in range(len(specs))]
         _fit(tuned, a_train, y_train_aug, cut("orig", val_idx), y_val, folder, config,
@@ -277,6 +283,18 @@ def assemble(specs: list[BackboneSpec], bases, head, tta_flip: bool = False):
 
 def _model_name(spec: BackboneSpec, index: int) -> str:
     return f"backbone_{index}_{spec.name.replace('.', '_')}"
+
+
+def _cut_layer(spec: BackboneSpec, config: TrainConfig) -> str:
+    return config.fine_tune_from or spec.backbone.fine_tune_from
+
+
+def _check_cut_layer(spec: BackboneSpec, config: TrainConfig) -> None:
+    """Fail before any work when the layer to fine-tune from is not in the backbone."""
+    if config.fine_tune_from is not None:
+        names = {layer.name for layer in spec.backbone.build(None).layers}
+        if config.fine_tune_from not in names:
+            raise ValueError(f"{spec.name} has no layer {config.fine_tune_from!r} to fine-tune from")
 
 
 def _trainable_top(base, cut_layer: str):

@@ -198,3 +198,26 @@ def test_end_to_end_fine_tuning_trains_only_the_top_on_augmented_pixels(tmp_path
     from_training = result.probabilities_from_cache(photos)
     from_artifact = Predictor.load(tmp_path / "e2e").predict_arrays(images.to_batch(photos, 160))
     np.testing.assert_allclose(from_training, from_artifact, atol=1e-5)
+
+
+def test_fine_tune_from_a_chosen_layer_trains_from_there_up(tmp_path, synthetic_dir, small_weights):
+    from ml.backbones import get_backbone
+
+    config = TrainConfig(cache_dir=str(tmp_path / "cache"), fine_tune=True, fine_tune_mode="end_to_end",
+                         fine_tune_from="conv_dw_12", fine_tune_epochs=1, tta_flip=False, **{**FAST, "max_epochs": 5})
+    result = train(synthetic_dir, [BackboneSpec("mobilenet_0.50_160", small_weights)], config)
+    original = get_backbone("mobilenet_0.50_160").build(small_weights)
+    tuned = result.model.get_layer("features").get_layer("backbone_0_mobilenet_0_50_160")
+
+    def same(name):
+        return all(np.array_equal(a, b) for a, b in zip(original.get_layer(name).get_weights(), tuned.get_layer(name).get_weights()))
+
+    assert same("conv_pw_11") and not same("conv_dw_12") and not same("conv_pw_13")
+    assert same("conv_dw_12_bn")
+
+
+def test_fine_tune_from_a_layer_the_backbone_lacks_fails_before_any_work(tmp_path, synthetic_dir, small_weights):
+    config = TrainConfig(cache_dir=str(tmp_path / "cache"), fine_tune=True, fine_tune_from="block_16_expand", **FAST)
+    with pytest.raises(ValueError, match="mobilenet_0.50_160 has no layer 'block_16_expand'"):
+        train(synthetic_dir, [BackboneSpec("mobilenet_0.50_160", small_weights)], config)
+    assert not (tmp_path / "cache").exists()
