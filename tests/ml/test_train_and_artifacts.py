@@ -178,6 +178,11 @@ def test_training_without_a_validation_split(trained, synthetic_dir, small_weigh
     assert result.metadata.training["n_train"] == 30
 
 
+def _same_weights(original, tuned, layer_name) -> bool:
+    return all(np.array_equal(a, b) for a, b in zip(original.get_layer(layer_name).get_weights(),
+                                                    tuned.get_layer(layer_name).get_weights()))
+
+
 def test_end_to_end_fine_tuning_trains_only_the_top_on_augmented_pixels(tmp_path, synthetic_dir, small_weights):
     from ml.backbones import get_backbone
 
@@ -189,7 +194,7 @@ def test_end_to_end_fine_tuning_trains_only_the_top_on_augmented_pixels(tmp_path
     tuned = result.model.get_layer("features").get_layer("backbone_0_mobilenet_0_50_160")
 
     def same(name):
-        return all(np.array_equal(a, b) for a, b in zip(original.get_layer(name).get_weights(), tuned.get_layer(name).get_weights()))
+        return _same_weights(original, tuned, name)
 
     assert same("conv1") and same("conv_dw_12")  # below the cut: frozen
     assert not same("conv_pw_13")  # the top: trained
@@ -210,7 +215,7 @@ def test_fine_tune_from_a_chosen_layer_trains_from_there_up(tmp_path, synthetic_
     tuned = result.model.get_layer("features").get_layer("backbone_0_mobilenet_0_50_160")
 
     def same(name):
-        return all(np.array_equal(a, b) for a, b in zip(original.get_layer(name).get_weights(), tuned.get_layer(name).get_weights()))
+        return _same_weights(original, tuned, name)
 
     assert same("conv_pw_11") and not same("conv_dw_12") and not same("conv_pw_13")
     assert same("conv_dw_12_bn")
