@@ -178,24 +178,22 @@ def test_training_without_a_validation_split(trained, synthetic_dir, small_weigh
     assert result.metadata.training["n_train"] == 30
 
 
-def _same_weights(original, tuned, layer_name) -> bool:
-    return all(np.array_equal(a, b) for a, b in zip(original.get_layer(layer_name).get_weights(),
-                                                    tuned.get_layer(layer_name).get_weights()))
+def _keeps_pretrained_weights(result, weights):
+    """Whether a layer of the trained small MobileNet still holds the weights it started from."""
+    from ml.backbones import get_backbone
+
+    original = get_backbone("mobilenet_0.50_160").build(weights)
+    tuned = result.model.get_layer("features").get_layer("backbone_0_mobilenet_0_50_160")
+    return lambda name: all(np.array_equal(a, b) for a, b in zip(original.get_layer(name).get_weights(),
+                                                                tuned.get_layer(name).get_weights()))
 
 
 def test_end_to_end_fine_tuning_trains_only_the_top_on_augmented_pixels(tmp_path, synthetic_dir, small_weights):
-    from ml.backbones import get_backbone
-
     config = TrainConfig(cache_dir=str(tmp_path / "cache"), fine_tune=True, fine_tune_mode="end_to_end",
                          fine_tune_epochs=1, tta_flip=False, **{**FAST, "max_epochs": 5})
     result = train(synthetic_dir, [BackboneSpec("mobilenet_0.50_160", small_weights)], config, out_dir=tmp_path / "e2e")
     assert result.metadata.training["stage"] == "fine_tuned_end_to_end"
-    original = get_backbone("mobilenet_0.50_160").build(small_weights)
-    tuned = result.model.get_layer("features").get_layer("backbone_0_mobilenet_0_50_160")
-
-    def same(name):
-        return _same_weights(original, tuned, name)
-
+    same = _keeps_pretrained_weights(result, small_weights)
     assert same("conv1") and same("conv_dw_12")  # below the cut: frozen
     assert not same("conv_pw_13")  # the top: trained
     assert same("conv_pw_13_bn")  # BatchNormalization: frozen
@@ -206,17 +204,10 @@ def test_end_to_end_fine_tuning_trains_only_the_top_on_augmented_pixels(tmp_path
 
 
 def test_fine_tune_from_a_chosen_layer_trains_from_there_up(tmp_path, synthetic_dir, small_weights):
-    from ml.backbones import get_backbone
-
     config = TrainConfig(cache_dir=str(tmp_path / "cache"), fine_tune=True, fine_tune_mode="end_to_end",
                          fine_tune_from="conv_dw_12", fine_tune_epochs=1, tta_flip=False, **{**FAST, "max_epochs": 5})
     result = train(synthetic_dir, [BackboneSpec("mobilenet_0.50_160", small_weights)], config)
-    original = get_backbone("mobilenet_0.50_160").build(small_weights)
-    tuned = result.model.get_layer("features").get_layer("backbone_0_mobilenet_0_50_160")
-
-    def same(name):
-        return _same_weights(original, tuned, name)
-
+    same = _keeps_pretrained_weights(result, small_weights)
     assert same("conv_pw_11") and not same("conv_dw_12") and not same("conv_pw_13")
     assert same("conv_dw_12_bn")
 
